@@ -1,0 +1,41 @@
+"""jaxsgd: the science of batch size and learning rate, as compiled, vmapped JAX sweeps.
+
+Where things live (one concept per module):
+
+  config        SweepConfig (static) and Grid (traced values); validate; ConfigError
+  data          data sets: MNIST-1D, digits, synthetic problems, IDX/CIFAR readers, arrays
+  models        Model = (init, apply) pairs: linear, mlp, cnn
+  losses        cross_entropy, mse, accuracy; Task; make_loss_fn
+  optimizers    optax optimizers and schedules with traced hyperparameters
+  sampling      minibatch sampling inside the scan
+  evaluation    evaluation schedule and full-set evaluation
+  probes        measurements inside the training scan
+  training      one run as pure functions (init / advance / finish)
+  sweep         run_sweep: groups by batch size, jit(vmap(run)), results
+  targets       steps_to_target
+  results       labelled xarray results; save / load_sweep
+  plotting      figures in one shared style
+  cli           the `jaxsgd` command
+"""
+
+from jaxsgd.config import GRID_FIELDS, OPTIMIZERS, SCHEDULES, ConfigError, Grid, SweepConfig, validate
+from jaxsgd.data import DATASETS, DataError, Dataset, from_arrays, load_dataset
+from jaxsgd.losses import Task, accuracy, cross_entropy, make_loss_fn, mse, task_for
+from jaxsgd.models import MODELS, Model, make_model
+from jaxsgd.optimizers import HParams, learning_rate_multiplier, make_optimizer
+from jaxsgd.probes import Probe, gradient_norm
+from jaxsgd.results import SweepResult, load_sweep
+from jaxsgd.sweep import run_sweep
+from jaxsgd.targets import steps_to_target
+from jaxsgd.training import make_trainer
+
+__version__ = "0.1.0"
+
+__all__ = [
+    "DATASETS", "GRID_FIELDS", "MODELS", "OPTIMIZERS", "SCHEDULES",
+    "ConfigError", "DataError", "Dataset", "Grid", "HParams", "Model", "Probe", "SweepConfig",
+    "SweepResult", "Task",
+    "accuracy", "cross_entropy", "from_arrays", "gradient_norm", "learning_rate_multiplier",
+    "load_dataset", "load_sweep", "make_loss_fn", "make_model", "make_optimizer",
+    "make_trainer", "mse", "run_sweep", "steps_to_target", "task_for", "validate",
+]

@@ -1,0 +1,296 @@
+"""The ``jaxsgd`` command: run a sweep from a TOML file, and summarise a results folder.
+
+  jaxsgd sweep CONFIG.toml --out DIR [--overwrite] [--quiet] [--no-figure]
+  jaxsgd show DIR
+
+Bad input (a TOML syntax error, an unknown key, a wrong type or value, an unknown data set or
+model option, a missing file, an occupied results folder) is reported as one line
+``jaxsgd: error: <message>`` on stderr with exit status 2, never a traceback. The help text of
+the TOML schema is generated from ``jaxsgd.config`` and the data/model registries, so it lists
+exactly the keys that ``SweepConfig.from_dict`` accepts.
+"""
+
+from __future__ import annotations
+
+import argparse
+import inspect
+import sys
+import textwrap
+import tomllib
+from pathlib import Path
+from typing import Any, Callable, Sequence
+
+from jaxsgd.config import (
+    _SCHEMA,
+    BUDGET_UNITS,
+    GRID_FIELDS,
+    OPTIMIZERS,
+    SAMPLINGS,
+    SCHEDULES,
+    TARGET_METRICS,
+    ConfigError,
+    Grid,
+    SweepConfig,
+)
+from jaxsgd.data import DataError
+from jaxsgd.data.registry import _LOADERS
+from jaxsgd.models.registry import _FACTORIES
+
+HELP_WIDTH = 96
+EXIT_ERROR = 2  # the same status argparse uses for usage errors
+FIGURE_NAME = "summary"
+
+# --------------------------------------------------------------------------- TOML schema help
+
+# One-line meaning of each key; the key lists themselves come from jaxsgd.config.
+_KEY_HELP = {
+    "optimizer.name": "optimizer family",
+    "optimizer.schedule": "learning-rate schedule (after warm-up)",
+    "optimizer.decay_boundaries": "'step' schedule: fractions of the run where the rate is "
+                                  "multiplied by grid.decay",
+    "training.batch_sizes": "batch sizes (examples); each is one compiled program",
+    "training.budget": "training length of every run, in budget_unit",
+    "training.budget_unit": "'examples' (a run at batch size B takes budget // B steps) or "
+                            "'steps' (optimizer steps)",
+    "training.sampling": "'epoch' (shuffle each epoch) or 'replacement'",
+    "training.divergence_factor": "a run diverges when its minibatch loss is non-finite or "
+                                  "exceeds this multiple of its first one",
+    "evaluation.every": "evaluate every this many budget units (default: 16 evaluations)",
+    "evaluation.log_points": "and/or this many log-spaced evaluations",
+    "evaluation.train_examples": "training examples used for train loss/accuracy (default: all)",
+    "target.metric": "metric for steps-to-target",
+    "target.value": "reached at metric <= value (losses, errors) or >= value (accuracies)",
+    "grid.learning_rate": "peak learning rates (> 0)",
+    "grid.momentum": "momentum ('momentum'/'nesterov') or beta1 ('adam'/'adamw'), in [0, 1)",
+    "grid.weight_decay": "L2 coefficient (decoupled for 'adamw'), >= 0",
+    "grid.warmup": "linear warm-up length as a fraction of each run, in [0, 1)",
+    "grid.decay": "final fraction ('cosine') or per-boundary factor ('step'), in (0, 1]",
+    "grid.seed": "integer seeds (initialisation and minibatch order)",
+}
+_CHOICES = {
+    "optimizer.name": OPTIMIZERS,
+    "optimizer.schedule": SCHEDULES,
+    "training.sampling": SAMPLINGS,
+    "training.budget_unit": BUDGET_UNITS,
+    "target.metric": tuple(TARGET_METRICS),
+}
+_KIND_NAMES = {"str": "string", "int": "integer", "float": "number",
+               "int_list": "list of integers", "float_list": "list of numbers"}
+
+
+def _signature_options(function: Callable, skip: Sequence[str] = ()) -> str:
+    """'a=1, b=2.0, path (required)' from a loader's or factory's keyword arguments."""
+    parts = []
+    for name, parameter in inspect.signature(function).parameters.items():
+        if name in skip:
+            continue
+        if parameter.default is inspect.Parameter.empty:
+            parts.append(f"{name} (required)")
+        else:
+            parts.append(f"{name}={parameter.default!r}")
+    return ", ".join(parts) or "(none)"
+
+
+def _wrap(line: str, indent: int) -> str:
+    """Wrap one help line to HELP_WIDTH, continuation lines indented by ``indent``."""
+    return textwrap.fill(line, HELP_WIDTH, subsequent_indent=" " * indent,
+                         break_on_hyphens=False)
+
+
+def _key_line(section: str, key: str, kind: str, default: Any) -> str:
+    where = f"{section}.{key}"
+    text = f"{_KIND_NAMES[kind]}; {_KEY_HELP.get(where, '')}".rstrip("; ")
+    if where in _CHOICES:
+        text += f"; one of: {', '.join(_CHOICES[where])}"
+    if default is not None:
+        if isinstance(default, tuple):
+            default = list(default)
+        text += f" [default {default!r}]"
+    return _wrap(f"    {key:<18} {text}", indent=23)
+
+
+def schema_help() -> str:
+    """The TOML schema accepted by ``SweepConfig.from_dict``, as help text."""
+    defaults = SweepConfig()
+    default_grid = Grid()
+    lines = [
+        "configuration file (TOML); every section and key is optional, unknown ones are errors:",
+        "",
+        "  [data]",
+        _wrap(f"    name               string; data set, one of: {', '.join(_LOADERS)} "
+              f"[default {defaults.data!r}]", indent=23),
+        "    <option> = value   keyword arguments of that data set's loader:",
+    ]
+    lines += [_wrap(f"                         {name}: {_signature_options(f)}", indent=27)
+              for name, f in _LOADERS.items()]
+    lines += [
+        "",
+        "  [model]",
+        _wrap(f"    name               string; model, one of: {', '.join(_FACTORIES)} "
+              f"[default {defaults.model!r}]", indent=23),
+        "    <option> = value   keyword arguments of that model's factory:",
+    ]
+    lines += [_wrap(f"                         {name}: "
+                    f"{_signature_options(f, skip=('input_shape', 'num_outputs'))}", indent=27)
+              for name, f in _FACTORIES.items()]
+    for section, keys in _SCHEMA.items():
+        lines += ["", f"  [{section}]"]
+        for key, (attr, kind) in keys.items():
+            lines.append(_key_line(section, key, kind, getattr(defaults, attr)))
+    lines += ["", "  [grid]   swept values: the runs are their Cartesian product; the values are "
+                  "traced,", "           so changing them never recompiles"]
+    for name in GRID_FIELDS:
+        kind = "int_list" if name == "seed" else "float_list"
+        lines.append(_key_line("grid", name, kind, getattr(default_grid, name)))
+    lines += ["", "  A scalar where a list is expected is a one-element list.",
+              "  Examples: experiments/configs/mnist1d_quick.toml (quick start), "
+              "mnist1d_reference.toml."]
+    return "\n".join(lines)
+
+
+# --------------------------------------------------------------------------- parser
+
+
+def build_parser() -> argparse.ArgumentParser:
+    formatter = argparse.RawDescriptionHelpFormatter
+    parser = argparse.ArgumentParser(
+        prog="jaxsgd",
+        formatter_class=formatter,
+        description="Batch-size and learning-rate sweeps of SGD as one compiled, vmapped JAX "
+                    "program per batch size.",
+        epilog="commands:\n"
+               "  jaxsgd sweep CONFIG.toml --out DIR   run a sweep, print its summary, write "
+               "DIR/summary.{pdf,png}\n"
+               "  jaxsgd show DIR                      print the summary of a results folder\n"
+               "\nRun 'jaxsgd COMMAND --help' for each command's options.\n"
+               "Errors in the input print one line 'jaxsgd: error: ...' and exit with status 2."
+               "\n\n" + schema_help(),
+    )
+    commands = parser.add_subparsers(dest="command", metavar="COMMAND", required=True)
+
+    sweep = commands.add_parser(
+        "sweep",
+        formatter_class=formatter,
+        help="run a sweep from a TOML configuration file",
+        description=textwrap.fill(
+            "Run every (batch size x grid point) of a sweep, write the results to DIR "
+            "(config.json, group_bs{B}.nc, params_bs{B}.npz), print the summary table and write "
+            "the figure DIR/summary.pdf and DIR/summary.png.", HELP_WIDTH),
+        epilog=schema_help(),
+    )
+    sweep.add_argument("config", metavar="CONFIG.toml", type=Path,
+                       help="sweep configuration (TOML; schema below)")
+    sweep.add_argument("--out", metavar="DIR", type=Path, required=True,
+                       help="results folder; refused if it exists and is not empty, unless "
+                            "--overwrite")
+    sweep.add_argument("--overwrite", action="store_true",
+                       help="replace an existing jaxsgd results folder DIR (one holding "
+                            "config.json); other folders are never deleted")
+    sweep.add_argument("--quiet", action="store_true",
+                       help="do not print progress (one line per finished batch size); the "
+                            "summary table is still printed")
+    sweep.add_argument("--no-figure", action="store_true",
+                       help="do not write DIR/summary.pdf and DIR/summary.png")
+
+    show = commands.add_parser(
+        "show",
+        formatter_class=formatter,
+        help="print the summary table of a results folder",
+        description=textwrap.fill(
+            "Load a results folder written by 'jaxsgd sweep' (or run_sweep) and print its "
+            "summary table: per batch size, the best learning rate (and other swept values), "
+            "steps and examples to target, final test accuracy and diverged runs. A folder "
+            "whose sweep is still running or was interrupted is summarised over its finished "
+            "batch sizes, and said to be incomplete.", HELP_WIDTH),
+    )
+    show.add_argument("results", metavar="DIR", type=Path, help="results folder")
+    return parser
+
+
+# --------------------------------------------------------------------------- commands
+
+
+class _InputError(Exception):
+    """Bad input to report as one line; the message is complete."""
+
+
+def read_config(path: Path) -> SweepConfig:
+    """Read a TOML sweep configuration; every problem becomes an ``_InputError``."""
+    try:
+        with open(path, "rb") as f:
+            table = tomllib.load(f)
+    except FileNotFoundError:
+        raise _InputError(f"configuration file {str(path)!r} not found") from None
+    except tomllib.TOMLDecodeError as e:
+        raise _InputError(f"{path}: invalid TOML: {e}") from None
+    except OSError as e:
+        raise _InputError(f"{path}: cannot read: {e.strerror or e}") from None
+    try:
+        return SweepConfig.from_dict(table)
+    except ConfigError as e:
+        raise _InputError(f"{path}: {e}") from None
+
+
+def _sweep(args: argparse.Namespace) -> int:
+    # Imported here so that `jaxsgd --help` does not start JAX.
+    from jaxsgd.summary import summarize
+    from jaxsgd.sweep import prepare, run_sweep
+
+    config = read_config(args.config)
+    # Everything that can be wrong with the input is checked before compiling: validation,
+    # data set, model (ValueError from make_model). Errors later on are bugs and keep their
+    # traceback, except those of the results folder.
+    try:
+        data, _, _ = prepare(config)
+    except ValueError as e:  # ConfigError, DataError, model errors
+        raise _InputError(f"{args.config}: {e}") from None
+    try:
+        result = run_sweep(config, args.out, data=data, overwrite=args.overwrite,
+                           verbose=not args.quiet)
+    except (ConfigError, DataError) as e:
+        raise _InputError(f"{args.config}: {e}") from None
+    except FileExistsError as e:
+        raise _InputError(str(e).replace("overwrite=True (--overwrite)", "--overwrite")) from None
+    except OSError as e:
+        raise _InputError(f"{args.out}: {e}") from None
+    print(summarize(result), flush=True)
+    if not args.no_figure:
+        from jaxsgd.plotting import plot_sweep
+
+        plot_sweep(result, args.out / FIGURE_NAME)
+        if not args.quiet:
+            print(f"figure: {args.out / FIGURE_NAME}.pdf, {args.out / FIGURE_NAME}.png")
+    return 0
+
+
+def _show(args: argparse.Namespace) -> int:
+    from jaxsgd.results import load_sweep
+    from jaxsgd.summary import summarize
+
+    try:
+        result = load_sweep(args.results)
+    except (OSError, ValueError) as e:  # not a results folder, unreadable or malformed files
+        raise _InputError(str(e)) from None
+    print(summarize(result))
+    return 0
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """Entry point of the ``jaxsgd`` console script; returns the exit status."""
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    command = {"sweep": _sweep, "show": _show}[args.command]
+    try:
+        return command(args)
+    except _InputError as e:
+        message = " ".join(str(e).split())  # one line, whatever the message holds
+        print(f"{parser.prog}: error: {message}", file=sys.stderr)
+        return EXIT_ERROR
+    except KeyboardInterrupt:
+        print(f"{parser.prog}: interrupted (finished batch sizes are saved; "
+              "'jaxsgd show DIR' summarises them)", file=sys.stderr)
+        return 130
+
+
+if __name__ == "__main__":
+    sys.exit(main())

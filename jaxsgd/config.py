@@ -1,0 +1,341 @@
+"""Sweep configuration: the static description of a sweep and the grid of values that vary.
+
+A sweep is two things kept apart (gymnax/evosax style):
+
+* ``SweepConfig`` — everything static: data, model, optimizer family, schedule family, batch sizes,
+  budget, evaluation schedule, target. Changing any of it may recompile.
+* ``Grid`` — the values that vary across runs and enter the compiled program as traced arrays:
+  seed, learning rate, momentum, weight decay, warm-up fraction, decay factor. Changing them
+  never recompiles.
+
+Both are frozen dataclasses, built in Python or from a TOML-shaped dict (``from_dict``), and
+checked by ``validate`` before anything is compiled. Every error is a ``ConfigError`` whose
+one-line message names the field and the bad value.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import itertools
+import math
+from dataclasses import dataclass, field
+from typing import Any, Mapping
+
+import numpy as np
+
+OPTIMIZERS = ("sgd", "momentum", "nesterov", "adam", "adamw")
+SCHEDULES = ("constant", "cosine", "step")
+SAMPLINGS = ("epoch", "replacement")
+BUDGET_UNITS = ("examples", "steps")
+# metric name -> (direction): the target is reached when metric <= value ("min") or >= value ("max").
+TARGET_METRICS = {
+    "train_loss": "min",
+    "test_loss": "min",
+    "train_error": "min",
+    "test_error": "min",
+    "train_accuracy": "max",
+    "test_accuracy": "max",
+}
+# Grid fields in the order they become result dimensions (seed last).
+GRID_FIELDS = ("learning_rate", "momentum", "weight_decay", "warmup", "decay", "seed")
+
+
+class ConfigError(ValueError):
+    """An invalid sweep configuration; the message names the field and the bad value."""
+
+
+@dataclass(frozen=True)
+class Grid:
+    """Values swept across runs; the sweep is their Cartesian product.
+
+    learning_rate: peak learning rates (> 0).
+    momentum: momentum coefficient for 'momentum'/'nesterov', beta1 for 'adam'/'adamw' ([0, 1)).
+    weight_decay: L2 coefficient (coupled for SGD-family and 'adam', decoupled for 'adamw') (>= 0).
+    warmup: linear warm-up length as a fraction of each run's steps ([0, 1)).
+    decay: final learning-rate fraction for 'cosine', per-boundary factor for 'step' ((0, 1]).
+    seed: integer seeds; a seed fixes the initialisation and the minibatch order of a run.
+    """
+
+    learning_rate: tuple[float, ...] = (0.1,)
+    momentum: tuple[float, ...] = (0.9,)
+    weight_decay: tuple[float, ...] = (0.0,)
+    warmup: tuple[float, ...] = (0.0,)
+    decay: tuple[float, ...] = (0.1,)
+    seed: tuple[int, ...] = (0,)
+
+    def axes(self) -> dict[str, tuple]:
+        """Grid fields in result-dimension order."""
+        return {name: getattr(self, name) for name in GRID_FIELDS}
+
+    @property
+    def num_runs(self) -> int:
+        return math.prod(len(v) for v in self.axes().values())
+
+    def runs(self) -> dict[str, np.ndarray]:
+        """Flattened Cartesian product: {field: [num_runs]} in C order of ``axes()``."""
+        axes = self.axes()
+        product = list(itertools.product(*axes.values()))
+        return {
+            name: np.asarray([p[i] for p in product], np.int32 if name == "seed" else np.float32)
+            for i, name in enumerate(axes)
+        }
+
+
+@dataclass(frozen=True)
+class SweepConfig:
+    """Static description of a sweep (see module docstring).
+
+    budget: training length per run, in ``budget_unit`` ("examples" seen or optimizer "steps").
+        With examples, a run at batch size B takes budget // B steps.
+    eval_every / eval_log_points: evaluation schedule in ``budget_unit``: every k units and/or this
+        many log-spaced points; the start and the end of training are always evaluated. If neither
+        is given, 16 evenly spaced evaluations.
+    eval_train_examples: size of the fixed training subset used for train loss/accuracy (None: all).
+    sampling: "epoch" (shuffle each epoch, without replacement) or "replacement".
+    divergence_factor: a run is diverged at the first step whose minibatch loss is non-finite or
+        exceeds this multiple of its first minibatch loss.
+    target_metric / target_value: steps-to-target is the first evaluation step where the metric
+        reaches the value (<= for losses and errors, >= for accuracies).
+    decay_boundaries: for the 'step' schedule, fractions of the run where the rate is multiplied
+        by ``decay``.
+    """
+
+    data: str = "mnist1d"
+    data_options: Mapping[str, Any] = field(default_factory=dict)
+    model: str = "mlp"
+    model_options: Mapping[str, Any] = field(default_factory=dict)
+    optimizer: str = "sgd"
+    schedule: str = "constant"
+    decay_boundaries: tuple[float, ...] = (0.5, 0.75)
+    batch_sizes: tuple[int, ...] = (16, 64, 256)
+    budget: int = 2**15
+    budget_unit: str = "examples"
+    eval_every: int | None = None
+    eval_log_points: int = 0
+    eval_train_examples: int | None = None
+    sampling: str = "epoch"
+    divergence_factor: float = 10.0
+    target_metric: str | None = None
+    target_value: float | None = None
+    grid: Grid = field(default_factory=Grid)
+
+    def num_steps(self, batch_size: int) -> int:
+        """Optimizer steps of a run at this batch size."""
+        return self.budget if self.budget_unit == "steps" else self.budget // batch_size
+
+    def to_dict(self) -> dict[str, Any]:
+        """Nested TOML/JSON-shaped dict; ``from_dict(c.to_dict()) == c``."""
+        d = {
+            "data": {"name": self.data, **dict(self.data_options)},
+            "model": {"name": self.model, **dict(self.model_options)},
+            "optimizer": {
+                "name": self.optimizer,
+                "schedule": self.schedule,
+                "decay_boundaries": list(self.decay_boundaries),
+            },
+            "training": {
+                "batch_sizes": list(self.batch_sizes),
+                "budget": self.budget,
+                "budget_unit": self.budget_unit,
+                "sampling": self.sampling,
+                "divergence_factor": self.divergence_factor,
+            },
+            "evaluation": {
+                "every": self.eval_every,
+                "log_points": self.eval_log_points,
+                "train_examples": self.eval_train_examples,
+            },
+            "target": {"metric": self.target_metric, "value": self.target_value},
+            "grid": {k: list(v) for k, v in self.grid.axes().items()},
+        }
+        # TOML has no null: drop None values.
+        return {s: {k: v for k, v in t.items() if v is not None} for s, t in d.items()}
+
+    @classmethod
+    def from_dict(cls, d: Mapping[str, Any]) -> "SweepConfig":
+        """Build from a TOML-shaped dict, rejecting unknown sections/keys and wrong types."""
+        return _from_dict(d)
+
+    def replace(self, **changes) -> "SweepConfig":
+        return dataclasses.replace(self, **changes)
+
+
+# --------------------------------------------------------------------------- from_dict
+
+# section -> {key: (attribute, kind)}; kind is checked by _coerce.
+_SCHEMA: dict[str, dict[str, tuple[str, str]]] = {
+    "optimizer": {
+        "name": ("optimizer", "str"),
+        "schedule": ("schedule", "str"),
+        "decay_boundaries": ("decay_boundaries", "float_list"),
+    },
+    "training": {
+        "batch_sizes": ("batch_sizes", "int_list"),
+        "budget": ("budget", "int"),
+        "budget_unit": ("budget_unit", "str"),
+        "sampling": ("sampling", "str"),
+        "divergence_factor": ("divergence_factor", "float"),
+    },
+    "evaluation": {
+        "every": ("eval_every", "int"),
+        "log_points": ("eval_log_points", "int"),
+        "train_examples": ("eval_train_examples", "int"),
+    },
+    "target": {"metric": ("target_metric", "str"), "value": ("target_value", "float")},
+}
+_GRID_KINDS = {name: "int_list" if name == "seed" else "float_list" for name in GRID_FIELDS}
+_SECTIONS = ("data", "model", *_SCHEMA, "grid")
+
+
+def _coerce(where: str, value: Any, kind: str) -> Any:
+    def bad(expected: str) -> ConfigError:
+        return ConfigError(f"{where}: expected {expected}, got {value!r}")
+
+    is_int = isinstance(value, int) and not isinstance(value, bool)
+    is_num = is_int or isinstance(value, float)
+    if kind == "str":
+        if not isinstance(value, str):
+            raise bad("a string")
+        return value
+    if kind == "int":
+        if not is_int:
+            raise bad("an integer")
+        return value
+    if kind == "float":
+        if not is_num:
+            raise bad("a number")
+        return float(value)
+    if kind in ("int_list", "float_list"):
+        if is_num:  # a scalar is a one-element list
+            value = [value]
+        if not isinstance(value, (list, tuple)):
+            raise bad("a list of numbers")
+        item = "int" if kind == "int_list" else "float"
+        return tuple(_coerce(f"{where}[{i}]", v, item) for i, v in enumerate(value))
+    raise AssertionError(kind)
+
+
+def _from_dict(d: Mapping[str, Any]) -> SweepConfig:
+    if not isinstance(d, Mapping):
+        raise ConfigError(f"configuration: expected a table, got {d!r}")
+    unknown = [k for k in d if k not in _SECTIONS]
+    if unknown:
+        raise ConfigError(f"unknown section [{unknown[0]}]; known sections: {', '.join(_SECTIONS)}")
+    kwargs: dict[str, Any] = {}
+    for section in ("data", "model"):
+        table = dict(d.get(section, {}))
+        if not isinstance(d.get(section, {}), Mapping):
+            raise ConfigError(f"[{section}]: expected a table, got {d[section]!r}")
+        if "name" in table:
+            kwargs[section] = _coerce(f"{section}.name", table.pop("name"), "str")
+        kwargs[f"{section}_options"] = table  # checked against the builder's signature later
+    for section, keys in _SCHEMA.items():
+        table = d.get(section, {})
+        if not isinstance(table, Mapping):
+            raise ConfigError(f"[{section}]: expected a table, got {table!r}")
+        for key, value in table.items():
+            if key not in keys:
+                raise ConfigError(
+                    f"unknown key {section}.{key}; known keys: {', '.join(keys)}"
+                )
+            attr, kind = keys[key]
+            kwargs[attr] = _coerce(f"{section}.{key}", value, kind)
+    grid = d.get("grid", {})
+    if not isinstance(grid, Mapping):
+        raise ConfigError(f"[grid]: expected a table, got {grid!r}")
+    grid_kwargs = {}
+    for key, value in grid.items():
+        if key not in _GRID_KINDS:
+            raise ConfigError(f"unknown key grid.{key}; known keys: {', '.join(GRID_FIELDS)}")
+        grid_kwargs[key] = _coerce(f"grid.{key}", value, _GRID_KINDS[key])
+    kwargs["grid"] = Grid(**grid_kwargs)
+    return SweepConfig(**kwargs)
+
+
+# --------------------------------------------------------------------------- validate
+
+
+def _check(ok: bool, message: str) -> None:
+    if not ok:
+        raise ConfigError(message)
+
+
+def validate(config: SweepConfig, num_train: int | None = None) -> SweepConfig:
+    """Check every field; raise ``ConfigError`` naming the first bad one. Returns ``config``.
+
+    ``num_train`` (training-set size), when known, also bounds the batch sizes.
+    Names of data sets and models are checked where they are built (``jaxsgd.data``,
+    ``jaxsgd.models``), before compilation.
+    """
+    c = config
+    _check(c.optimizer in OPTIMIZERS,
+           f"optimizer.name: unknown optimizer {c.optimizer!r}; known: {', '.join(OPTIMIZERS)}")
+    _check(c.schedule in SCHEDULES,
+           f"optimizer.schedule: unknown schedule {c.schedule!r}; known: {', '.join(SCHEDULES)}")
+    for b in c.decay_boundaries:
+        _check(0 < b < 1, f"optimizer.decay_boundaries: {b!r} is not a fraction in (0, 1)")
+    _check(c.sampling in SAMPLINGS,
+           f"training.sampling: unknown sampling {c.sampling!r}; known: {', '.join(SAMPLINGS)}")
+    _check(c.budget_unit in BUDGET_UNITS,
+           f"training.budget_unit: {c.budget_unit!r} is not one of {', '.join(BUDGET_UNITS)}")
+    _check(len(c.batch_sizes) > 0, "training.batch_sizes: empty list; give at least one batch size")
+    _check(len(set(c.batch_sizes)) == len(c.batch_sizes),
+           f"training.batch_sizes: duplicate values in {list(c.batch_sizes)}")
+    for b in c.batch_sizes:
+        _check(isinstance(b, (int, np.integer)) and b > 0,
+               f"training.batch_sizes: batch size {b!r} is not a positive integer")
+        if num_train is not None:
+            _check(b <= num_train,
+                   f"training.batch_sizes: batch size {b} is larger than the training set "
+                   f"({num_train} examples)")
+    _check(c.budget > 0, f"training.budget: {c.budget!r} is not positive")
+    if c.budget_unit == "examples":
+        small = [b for b in c.batch_sizes if b > c.budget]
+        _check(not small, f"training.budget: {c.budget} examples is less than one step at "
+                          f"batch size {small[0] if small else ''}")
+    _check(math.isfinite(c.divergence_factor) and c.divergence_factor > 1,
+           f"training.divergence_factor: {c.divergence_factor!r} must be a finite number > 1")
+    if c.eval_every is not None:
+        _check(0 < c.eval_every <= c.budget,
+               f"evaluation.every: {c.eval_every!r} must be in 1..budget ({c.budget})")
+    _check(c.eval_log_points >= 0, f"evaluation.log_points: {c.eval_log_points!r} is negative")
+    if c.eval_train_examples is not None:
+        _check(c.eval_train_examples > 0,
+               f"evaluation.train_examples: {c.eval_train_examples!r} is not positive")
+    if c.target_metric is not None or c.target_value is not None:
+        _check(c.target_metric in TARGET_METRICS,
+               f"target.metric: unknown metric {c.target_metric!r}; known: "
+               f"{', '.join(TARGET_METRICS)}")
+        _check(c.target_value is not None and math.isfinite(c.target_value),
+               f"target.value: {c.target_value!r} must be a finite number")
+    _validate_grid(c.grid, c.optimizer, c.schedule)
+    return c
+
+
+def _validate_grid(g: Grid, optimizer: str, schedule: str) -> None:
+    for name, values in g.axes().items():
+        _check(len(values) > 0, f"grid.{name}: empty list; give at least one value")
+        _check(len(set(values)) == len(values), f"grid.{name}: duplicate values in {list(values)}")
+        for v in values:
+            _check(isinstance(v, (int, float, np.number)) and not isinstance(v, bool)
+                   and math.isfinite(v), f"grid.{name}: {v!r} is not a finite number")
+    for v in g.learning_rate:
+        _check(v > 0, f"grid.learning_rate: {v!r} is not positive")
+    for v in g.momentum:
+        _check(0 <= v < 1, f"grid.momentum: {v!r} is not in [0, 1)")
+    for v in g.weight_decay:
+        _check(v >= 0, f"grid.weight_decay: {v!r} is negative")
+    for v in g.warmup:
+        _check(0 <= v < 1, f"grid.warmup: {v!r} is not a fraction in [0, 1)")
+    for v in g.decay:
+        _check(0 < v <= 1, f"grid.decay: {v!r} is not in (0, 1]")
+    for v in g.seed:
+        _check(isinstance(v, (int, np.integer)) and 0 <= v < 2**31,
+               f"grid.seed: {v!r} is not an integer in [0, 2^31)")
+    if optimizer == "sgd":
+        _check(len(g.momentum) == 1,
+               f"grid.momentum: swept {list(g.momentum)} but optimizer 'sgd' has no momentum; "
+               "use 'momentum' or 'nesterov'")
+    if schedule == "constant":
+        _check(len(g.decay) == 1,
+               f"grid.decay: swept {list(g.decay)} but schedule 'constant' does not decay")

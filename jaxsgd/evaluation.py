@@ -1,0 +1,81 @@
+"""Evaluation schedule and full-set evaluation of one run.
+
+The schedule is declared in the sweep's budget unit (examples or steps) so that runs of
+different batch sizes are evaluated at the same amounts of training: the nominal points are
+shared by every batch size, and each maps to the optimizer step ``point // B`` (examples) or
+``point`` (steps). Start and end of training are always evaluated.
+"""
+
+from __future__ import annotations
+
+from typing import Any, Callable, NamedTuple
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+
+from jaxsgd.config import SweepConfig
+
+
+class EvalData(NamedTuple):
+    """Fixed evaluation sets, on device, shared by every run (not vmapped).
+
+    x_train/y_train: the first ``eval_train_examples`` training examples; x_test/y_test: the
+    test set. Shapes [M, *input_shape] and [M] or [M, K].
+    """
+
+    x_train: jax.Array
+    y_train: jax.Array
+    x_test: jax.Array
+    y_test: jax.Array
+
+
+def evaluation_points(config: SweepConfig) -> np.ndarray:
+    """Nominal evaluation points [P] int64, in ``config.budget_unit``, sorted, from 0 to budget."""
+    budget = config.budget
+    points = {0, budget}
+    every, log_points = config.eval_every, config.eval_log_points
+    if every is None and log_points == 0:
+        every = max(1, budget // 16)
+    if every is not None:
+        points.update(range(0, budget + 1, every))
+    if log_points:
+        # Log-spaced from one step of the smallest batch (examples) or one step.
+        first = min(config.batch_sizes) if config.budget_unit == "examples" else 1
+        points.update(np.unique(np.round(np.geomspace(first, budget, log_points))).astype(int).tolist())
+    return np.asarray(sorted(points), np.int64)
+
+
+def evaluation_steps(config: SweepConfig, batch_size: int) -> np.ndarray:
+    """Optimizer step [P] int64 at which each nominal point is evaluated for this batch size."""
+    points = evaluation_points(config)
+    return points if config.budget_unit == "steps" else points // batch_size
+
+
+def eval_slots(steps: np.ndarray, num_steps: int) -> tuple[np.ndarray, np.ndarray]:
+    """Per-step slot table for the scan and the slot of each nominal point.
+
+    Returns (slot_of_step [num_steps] int32, -1 where no evaluation; point_slot [P] int32).
+    Slots index the distinct evaluated steps in increasing order; the last slot is the final
+    step ``num_steps`` (evaluated after the scan).
+    """
+    unique = np.unique(steps)
+    slot_of_step = np.full((num_steps,), -1, np.int32)
+    inside = unique < num_steps
+    slot_of_step[unique[inside]] = np.arange(inside.sum(), dtype=np.int32)
+    point_slot = np.searchsorted(unique, steps).astype(np.int32)
+    return slot_of_step, point_slot
+
+
+def evaluate(
+    apply: Callable[[Any, jax.Array], jax.Array],
+    metrics: Callable[[jax.Array, jax.Array], dict[str, jax.Array]],
+    params: Any,
+    data: EvalData,
+) -> dict[str, jax.Array]:
+    """Metrics of ``params`` on both evaluation sets: {"train_loss", "test_loss", ...} scalars."""
+    out = {}
+    for split, x, y in (("train", data.x_train, data.y_train), ("test", data.x_test, data.y_test)):
+        for name, value in metrics(apply(params, x), y).items():
+            out[f"{split}_{name}"] = jnp.asarray(value, jnp.float32)
+    return out

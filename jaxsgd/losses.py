@@ -1,0 +1,96 @@
+"""Losses, metrics, and the `Task` that pairs them: what the sweep engine minimises and reports.
+
+    cross_entropy(logits [B, C], labels [B] int) = mean_i -log softmax(logits_i)[labels_i]
+    mse(predictions [B, K], targets [B, K])      = mean_i 1/2 sum_k (predictions_ik - targets_ik)^2
+    accuracy(logits [B, C], labels [B] int)      = mean_i [argmax_c logits_ic == labels_i]
+
+`make_loss_fn(model, task)` gives the pure `loss_fn(params, (x, y)) -> scalar` that the
+measurement utilities (gradient noise scale, Hessian eigenvalues, ...) take.
+"""
+
+from __future__ import annotations
+
+from typing import Callable, NamedTuple
+
+import jax
+import jax.numpy as jnp
+import optax
+
+from jaxsgd.models import Model, PyTree
+
+Batch = tuple[jax.Array, jax.Array]
+
+
+def cross_entropy(logits: jax.Array, labels: jax.Array) -> jax.Array:
+    """Mean softmax cross-entropy (nats per example); logits [B, C], integer labels [B] -> []."""
+    return jnp.mean(optax.softmax_cross_entropy_with_integer_labels(logits, labels))
+
+
+def mse(predictions: jax.Array, targets: jax.Array) -> jax.Array:
+    """Mean over examples of half the summed squared error: [B, K], [B, K] -> [].
+
+    For K = 1 this is the mean of (y_hat - y)^2 / 2. Targets [B] are accepted for predictions
+    [B, 1] (reshaped, never broadcast to [B, B]); any other shape mismatch is an error.
+    """
+    targets = jnp.reshape(targets, predictions.shape)
+    return 0.5 * jnp.mean(jnp.sum(jnp.square(predictions - targets), axis=-1))
+
+
+def accuracy(logits: jax.Array, labels: jax.Array) -> jax.Array:
+    """Fraction of examples whose argmax logit is the label; logits [B, C], labels [B] -> []."""
+    return jnp.mean(jnp.argmax(logits, axis=-1) == labels)
+
+
+class Task(NamedTuple):
+    """What the sweep engine evaluates.
+
+    Attributes:
+        loss: `loss(outputs [B, K], targets) -> scalar`, the training objective.
+        metrics: `metrics(outputs, targets) -> {"loss", "accuracy"}` for classification,
+            `{"loss"}` for regression; every value a scalar.
+        name: "classification" or "regression".
+    """
+
+    loss: Callable[[jax.Array, jax.Array], jax.Array]
+    metrics: Callable[[jax.Array, jax.Array], dict[str, jax.Array]]
+    name: str
+
+
+def classification_metrics(logits: jax.Array, labels: jax.Array) -> dict[str, jax.Array]:
+    """{"loss": mean cross-entropy, "accuracy": fraction correct}; logits [B, C], labels [B]."""
+    return {"loss": cross_entropy(logits, labels), "accuracy": accuracy(logits, labels)}
+
+
+def regression_metrics(predictions: jax.Array, targets: jax.Array) -> dict[str, jax.Array]:
+    """{"loss": mse}; predictions [B, K], targets [B, K]."""
+    return {"loss": mse(predictions, targets)}
+
+
+CLASSIFICATION = Task(loss=cross_entropy, metrics=classification_metrics, name="classification")
+REGRESSION = Task(loss=mse, metrics=regression_metrics, name="regression")
+
+
+def task_for(num_classes: int) -> Task:
+    """Regression (mse) for `num_classes == 0`, classification (cross-entropy, accuracy) for > 0."""
+    if num_classes == 0:
+        return REGRESSION
+    if num_classes > 0:
+        return CLASSIFICATION
+    raise ValueError(f"num_classes must be >= 0 (0 means regression), got {num_classes}")
+
+
+def make_loss_fn(model: Model, task: Task) -> Callable[[PyTree, Batch], jax.Array]:
+    """The pure loss of a params pytree: `loss_fn(params, (x, y))`, a scalar.
+
+    `loss_fn(params, (x, y)) = task.loss(model.apply(params, x), y)` with x [B, *input_shape].
+
+    Example:
+        >>> loss_fn = make_loss_fn(mlp((40,), 10), task_for(10))   # doctest: +SKIP
+        >>> grads = jax.grad(loss_fn)(params, (x, y))               # doctest: +SKIP
+    """
+
+    def loss_fn(params: PyTree, batch: Batch) -> jax.Array:
+        x, y = batch
+        return task.loss(model.apply(params, x), y)
+
+    return loss_fn

@@ -1,0 +1,107 @@
+"""Optimizers and learning-rate schedules with every hyperparameter a traced value.
+
+The optimizer of a run is built *inside* the traced training function from the run's
+``HParams`` (scalars, vmapped over runs), so a new learning rate, momentum or schedule
+parameter changes array values, never the compiled program. ``optax.inject_hyperparams``
+keeps the current learning rate and momentum in the optimizer state, where probes can read them
+(``opt_state.hyperparams["learning_rate"]``).
+
+Schedules are multipliers of the peak learning rate, functions of the optimizer step count:
+linear warm-up over ``warmup × total_steps`` steps, then
+* constant: 1;
+* cosine: from 1 down to ``decay`` at the last step;
+* step: multiplied by ``decay`` at each fraction in ``boundaries`` of the run.
+"""
+
+from __future__ import annotations
+
+from typing import NamedTuple, Sequence
+
+import jax.numpy as jnp
+import optax
+
+
+class HParams(NamedTuple):
+    """Traced hyperparameters of one run (each a float32 scalar; [runs] when vmapped).
+
+    See ``jaxsgd.config.Grid`` for meanings and units.
+    """
+
+    learning_rate: jnp.ndarray
+    momentum: jnp.ndarray
+    weight_decay: jnp.ndarray
+    warmup: jnp.ndarray
+    decay: jnp.ndarray
+
+
+def learning_rate_multiplier(
+    count: jnp.ndarray,
+    total_steps: int,
+    schedule: str,
+    warmup: jnp.ndarray,
+    decay: jnp.ndarray,
+    boundaries: Sequence[float] = (0.5, 0.75),
+) -> jnp.ndarray:
+    """Multiplier in (0, 1] of the peak learning rate at optimizer step ``count`` (0-based).
+
+    ``total_steps`` is static; ``warmup`` (fraction of total_steps) and ``decay`` may be traced.
+    """
+    t = jnp.asarray(count, jnp.float32)
+    warmup_steps = warmup * total_steps
+    ramp = jnp.where(warmup_steps > 0, jnp.minimum(1.0, (t + 1.0) / jnp.maximum(warmup_steps, 1.0)), 1.0)
+    if schedule == "constant":
+        after = jnp.float32(1.0)
+    elif schedule == "cosine":
+        span = jnp.maximum(total_steps - 1 - warmup_steps, 1.0)
+        progress = jnp.clip((t - warmup_steps) / span, 0.0, 1.0)
+        after = decay + (1.0 - decay) * 0.5 * (1.0 + jnp.cos(jnp.pi * progress))
+    elif schedule == "step":
+        passed = sum((t >= b * total_steps).astype(jnp.float32) for b in boundaries)
+        after = decay**passed
+    else:
+        raise ValueError(f"unknown schedule {schedule!r}")
+    return ramp * after
+
+
+def _family(
+    optimizer: str, learning_rate, momentum, weight_decay
+) -> optax.GradientTransformation:
+    """The optax transformation of one optimizer family (args may be traced or callables)."""
+    if optimizer == "adamw":
+        return optax.adamw(learning_rate, b1=momentum, weight_decay=weight_decay)
+    if optimizer == "adam":
+        base = optax.adam(learning_rate, b1=momentum)
+    elif optimizer == "sgd":
+        base = optax.sgd(learning_rate)
+    elif optimizer in ("momentum", "nesterov"):
+        base = optax.sgd(learning_rate, momentum=momentum, nesterov=optimizer == "nesterov")
+    else:
+        raise ValueError(f"unknown optimizer {optimizer!r}")
+    # Coupled L2: decay added to the gradient before the family's update.
+    return optax.chain(optax.add_decayed_weights(weight_decay), base)
+
+
+def make_optimizer(
+    optimizer: str,
+    hparams: HParams,
+    total_steps: int,
+    schedule: str = "constant",
+    boundaries: Sequence[float] = (0.5, 0.75),
+) -> optax.GradientTransformation:
+    """optax optimizer of one run; static family/schedule, traced ``hparams``.
+
+    Example:
+        >>> hp = HParams(*map(jnp.float32, (0.1, 0.9, 0.0, 0.0, 0.1)))
+        >>> tx = make_optimizer("momentum", hp, total_steps=100)
+    """
+
+    def lr(count):
+        mult = learning_rate_multiplier(count, total_steps, schedule, hparams.warmup,
+                                        hparams.decay, boundaries)
+        return hparams.learning_rate * mult
+
+    factory = lambda learning_rate, momentum, weight_decay: _family(
+        optimizer, learning_rate, momentum, weight_decay)
+    return optax.inject_hyperparams(factory)(
+        learning_rate=lr, momentum=hparams.momentum, weight_decay=hparams.weight_decay
+    )

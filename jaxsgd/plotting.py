@@ -1,0 +1,206 @@
+"""Figures in one shared style: column-width, small fonts, no top/right spines, PDF + PNG.
+
+  STYLE            matplotlib rcParams of every jaxsgd figure
+  use_style()      context manager applying STYLE
+  save_figure()    write a figure as PDF and PNG
+  plot_sweep()     the two-panel summary figure of a sweep
+
+Figures are built on ``matplotlib.figure.Figure`` directly, never through pyplot: no GUI
+backend, no global figure registry to close, safe in scripts, tests and notebooks alike.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+from pathlib import Path
+from typing import Iterator
+
+import matplotlib as mpl
+import numpy as np
+from matplotlib import ticker
+from matplotlib.axes import Axes
+from matplotlib.figure import Figure
+
+from jaxsgd.config import TARGET_METRICS
+from jaxsgd.results import SweepResult, eval_dim
+from jaxsgd.summary import best_hyperparameters, best_runs, final_metric_name, search_dims
+
+COLUMN_WIDTH = 3.4  # inches: one column of a two-column paper
+STYLE: dict[str, object] = {
+    "figure.figsize": (COLUMN_WIDTH, 2.4),
+    "figure.dpi": 150,
+    "font.size": 8,
+    "axes.titlesize": 8,
+    "axes.labelsize": 8,
+    "xtick.labelsize": 7,
+    "ytick.labelsize": 7,
+    "legend.fontsize": 6.5,
+    "legend.frameon": False,
+    "axes.spines.top": False,
+    "axes.spines.right": False,
+    "axes.linewidth": 0.6,
+    "xtick.major.width": 0.6,
+    "ytick.major.width": 0.6,
+    "lines.linewidth": 1.2,
+    "lines.markersize": 3.5,
+    "savefig.dpi": 300,
+    "savefig.bbox": "tight",
+    "savefig.pad_inches": 0.02,
+    "pdf.fonttype": 42,  # embed TrueType: text stays editable in the PDF
+    "ps.fonttype": 42,
+}
+
+
+@contextlib.contextmanager
+def use_style() -> Iterator[None]:
+    """Apply ``STYLE`` to figures created (and saved) inside the ``with`` block."""
+    with mpl.rc_context(STYLE):
+        yield
+
+
+def save_figure(fig: Figure, path: str | os.PathLike) -> list[Path]:
+    """Write ``fig`` as ``path.pdf`` and ``path.png`` (a .pdf/.png suffix on ``path`` is ignored).
+
+    Creates the parent folder. Returns the two paths written.
+    """
+    base = Path(path)
+    if base.suffix.lower() in (".pdf", ".png"):
+        base = base.with_suffix("")
+    base.parent.mkdir(parents=True, exist_ok=True)
+    written = []
+    with use_style():
+        for suffix in (".pdf", ".png"):
+            target = base.with_name(base.name + suffix)
+            fig.savefig(target)
+            written.append(target)
+    return written
+
+
+def _seed_band(values: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Mean, min, max over the last axis (seeds); NaN where any seed is NaN (diverged)."""
+    values = np.asarray(values, np.float64)
+    return values.mean(-1), values.min(-1), values.max(-1)
+
+
+def _tick_at(axis, values: np.ndarray) -> None:
+    """Major ticks at exactly ``values`` (grid points), labelled plainly (0.03, 256)."""
+    axis.set_ticks(values, [f"{v:g}" for v in values])
+    axis.set_minor_locator(ticker.NullLocator())
+
+
+def _plain_log_labels(axis) -> None:
+    """Ticks at 1, 2, 5 × 10^k labelled plainly (20, 500) instead of 2×10¹ on a log axis."""
+    axis.set_major_locator(ticker.LogLocator(subs=(1.0, 2.0, 5.0)))
+    axis.set_major_formatter(ticker.FuncFormatter(lambda v, _: f"{v:g}"))
+    axis.set_minor_formatter(ticker.NullFormatter())
+
+
+def _metric_label(name: str) -> str:
+    return {"test_accuracy": "final test accuracy", "test_loss": "final test loss"}[name]
+
+
+def _plot_learning_rate_panel(ax: Axes, result: SweepResult) -> None:
+    """(a) Final test metric vs learning rate, one line per batch size, min–max band over seeds.
+
+    Other swept grid dims (momentum, …) are held at each batch size's best point.
+    """
+    metrics, config = result.metrics, result.config
+    name = final_metric_name(result)
+    best = best_hyperparameters(result)
+    others = [d for d in search_dims(result) if d != "learning_rate"]
+    final = metrics[name].isel({eval_dim(config): -1}, drop=True)
+    learning_rates = metrics["learning_rate"].values
+    colors = mpl.colormaps["viridis"](np.linspace(0.0, 0.85, metrics.sizes["batch_size"]))
+    for color, b in zip(colors, metrics["batch_size"].values):
+        curve = final.sel(batch_size=b)
+        at = {d: float(best[d].sel(batch_size=b)) for d in others}
+        if any(np.isnan(v) for v in at.values()):  # every run diverged
+            at = {d: metrics[d].values[0] for d in others}
+        curve = curve.sel(at).transpose("learning_rate", "seed").values
+        mean, low, high = _seed_band(curve)
+        ax.plot(learning_rates, mean, "o-", color=color, label=f"B = {int(b)}")
+        ax.fill_between(learning_rates, low, high, color=color, alpha=0.25, linewidth=0)
+    ax.set_xscale("log")
+    _tick_at(ax.xaxis, learning_rates)
+    if name == "test_loss":
+        ax.set_yscale("log")
+        _plain_log_labels(ax.yaxis)
+    ax.set_xlabel("learning rate")
+    ax.set_ylabel(_metric_label(name))
+    ax.legend(title="batch size (examples)", title_fontsize=6.5, ncols=2)
+    if others:
+        ax.set_title(f"{', '.join(others)} at each batch size's best", fontsize=7)
+
+
+def _plot_batch_size_panel(ax: Axes, result: SweepResult) -> None:
+    """(b) Steps to target (or final test metric) vs batch size at the best grid point."""
+    metrics, config = result.metrics, result.config
+    runs = best_runs(result)
+    batch_sizes = metrics["batch_size"].values.astype(np.float64)
+    ax.set_xscale("log")
+    _tick_at(ax.xaxis, batch_sizes)
+    ax.set_xlabel("batch size (examples)")
+    if "steps_to_target" not in metrics:
+        name = final_metric_name(result)
+        values = runs[name].isel({eval_dim(config): -1}).transpose("batch_size", "seed").values
+        mean, low, high = _seed_band(values)
+        ax.plot(batch_sizes, mean, "o-", color="k")
+        ax.fill_between(batch_sizes, low, high, color="k", alpha=0.2, linewidth=0)
+        if name == "test_loss":
+            ax.set_yscale("log")
+            _plain_log_labels(ax.yaxis)
+        ax.set_ylabel(_metric_label(name) + "\n(best learning rate)")
+        return
+    steps = runs["steps_to_target"].transpose("batch_size", "seed").values
+    # Mean over seeds; inf (some seed never reached the target) is not drawn.
+    mean, low, high = (np.where(np.isfinite(v), v, np.nan) for v in _seed_band(steps))
+    reached = np.isfinite(mean)
+    ax.set_yscale("log")
+    _plain_log_labels(ax.yaxis)
+    ax.set_ylabel("steps to target\n(optimizer steps)")
+    direction = "≤" if TARGET_METRICS[config.target_metric] == "min" else "≥"
+    ax.set_title(f"target: {config.target_metric.replace('_', ' ')} {direction} "
+                 f"{config.target_value:g}", fontsize=7)
+    if not reached.any():
+        ax.text(0.5, 0.5, "no batch size reached the target", transform=ax.transAxes,
+                ha="center", va="center", fontsize=7)
+        ax.set_xlim(batch_sizes.min() / 1.5, batch_sizes.max() * 1.5)
+        return
+    yerr = np.stack([mean - low, high - mean])
+    ax.errorbar(batch_sizes[reached], mean[reached], yerr=yerr[:, reached], fmt="o-", color="k",
+                capsize=1.5, label="best learning rate\n(min–max over seeds)")
+    first = int(np.argmax(reached))  # smallest batch size that reached the target
+    ideal = mean[first] * batch_sizes[first] / batch_sizes
+    ax.plot(batch_sizes, ideal, "--", color="0.5", linewidth=0.8,
+            label=r"perfect scaling $S \propto 1/B$")
+    never = batch_sizes[~reached]
+    for b in never:
+        ax.annotate("never", (b, np.nanmax(mean)), ha="center", va="bottom", fontsize=6,
+                    color="0.4")
+    ax.legend()
+
+
+def plot_sweep(result: SweepResult, path: str | os.PathLike | None = None) -> Figure:
+    """The summary figure of a sweep; written as ``path.pdf`` + ``path.png`` if ``path`` is given.
+
+    (a) Final test accuracy (test loss for regression) vs learning rate, one line per batch size:
+        mean over seeds with a min–max band; a learning rate where any seed diverged is missing.
+    (b) With a target: steps to target vs batch size (log–log) at each batch size's best grid
+        point (``jaxsgd.summary``), with the perfect-scaling line S ∝ 1/B through the smallest
+        batch size that reached the target. Without one: the final test metric vs batch size
+        at the best learning rate.
+
+    Returns the ``Figure`` (not registered with pyplot; display it in a notebook as ``fig``).
+    """
+    with use_style():
+        fig = Figure(figsize=(COLUMN_WIDTH, 4.6), layout="constrained")
+        ax_lr, ax_b = fig.subplots(2, 1)
+        _plot_learning_rate_panel(ax_lr, result)
+        _plot_batch_size_panel(ax_b, result)
+        for ax, label in ((ax_lr, "(a)"), (ax_b, "(b)")):
+            ax.text(-0.16, 1.02, label, transform=ax.transAxes, fontweight="bold",
+                    va="bottom", ha="left")
+    if path is not None:
+        save_figure(fig, path)
+    return fig

@@ -1,0 +1,53 @@
+"""Probes: measurements taken inside the training scan every ``every`` steps.
+
+A probe is a pair of pure functions (optax style) plus a name and an interval:
+
+* ``init(params, key) -> state`` — the probe's own carry (any pytree; ``()`` if none);
+* ``measure(loss_fn, params, opt_state, batch, key, step, state) -> (state, outputs)`` — runs at
+  optimizer steps 0, every, 2·every, … before that step's update, on that step's minibatch
+  ``batch = (x [B, ...], y [B, ...])``. ``outputs`` is a flat dict of fixed-shape arrays.
+
+The engine runs ``measure`` under a ``lax.cond`` on the unbatched step counter, so when vmapped
+over runs it is a real branch, taken once every ``every`` steps, not a select computed every step.
+Outputs land in the results as variables ``{name}_{key}`` over a ``{name}_step`` dimension.
+"""
+
+from __future__ import annotations
+
+from typing import Any, Callable, NamedTuple
+
+import jax
+import jax.numpy as jnp
+import optax
+
+PyTree = Any
+
+
+class Probe(NamedTuple):
+    name: str
+    every: int
+    init: Callable[[PyTree, jax.Array], PyTree]
+    measure: Callable[..., tuple[PyTree, dict[str, jnp.ndarray]]]
+
+
+def num_probe_points(num_steps: int, every: int) -> int:
+    """Number of probe measurements in a run of ``num_steps`` steps (steps 0, every, …)."""
+    return -(-num_steps // every)
+
+
+def gradient_norm(every: int = 1) -> Probe:
+    """Minibatch gradient norm |g_B| and parameter norm |θ| (Euclidean, over all leaves).
+
+    Outputs: ``grad_norm`` and ``param_norm``, float32 scalars per measurement; also the
+    current learning rate when the optimizer state carries it (``learning_rate``).
+    """
+
+    def measure(loss_fn, params, opt_state, batch, key, step, state):
+        grads = jax.grad(loss_fn)(params, batch)
+        out = {"grad_norm": optax.global_norm(grads), "param_norm": optax.global_norm(params)}
+        hyper = getattr(opt_state, "hyperparams", None)
+        if hyper is not None and "learning_rate" in hyper:
+            out["learning_rate"] = jnp.asarray(hyper["learning_rate"], jnp.float32)
+        return state, out
+
+    return Probe(name="gradient_norm", every=every, init=lambda params, key: (), measure=measure)

@@ -1,0 +1,205 @@
+"""One training run as pure functions: ``init``, ``advance`` over a span of steps, ``finish``.
+
+``make_trainer(spec, ...)`` builds, from static configuration, the three pure functions of a
+single run. The sweep engine (``jaxsgd.sweep``) vmaps them over the runs of a batch-size group
+and jits them; each function here can also be called alone on one run, which is how the tests
+compare a run taken out of a sweep with the same run trained on its own.
+
+One optimizer step ``t`` (the scan body, ``train_step``):
+1. minibatch indices from (run key, t)                      — ``jaxsgd.sampling``
+2. if t is an evaluation step: metrics of θ_t on the fixed sets   — ``lax.cond`` (t unbatched)
+3. minibatch loss and gradient at θ_t
+4. probes due at t measure θ_t on the same minibatch             — ``lax.cond`` each
+5. divergence check on the minibatch loss; a diverged run is frozen from here on
+6. optimizer update θ_{t+1} = θ_t + u_t (optax), unless frozen
+
+Evaluations land in fixed-size buffers in the carry (slot = index among evaluated steps), so a
+run's outputs have static shapes and a scan chunk never depends on the chunking.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any, Callable, NamedTuple
+
+import jax
+import jax.numpy as jnp
+import optax
+
+from jaxsgd.evaluation import EvalData, evaluate
+from jaxsgd.optimizers import HParams, make_optimizer
+from jaxsgd.probes import Probe, num_probe_points
+from jaxsgd.sampling import SamplerState, init_sampler, sample_indices
+
+PyTree = Any
+
+
+@dataclass(frozen=True)
+class TrainSpec:
+    """Static description of the runs of one batch-size group."""
+
+    batch_size: int
+    num_steps: int
+    num_train: int
+    num_eval_slots: int
+    optimizer: str = "sgd"
+    schedule: str = "constant"
+    decay_boundaries: tuple[float, ...] = (0.5, 0.75)
+    sampling: str = "epoch"
+    divergence_factor: float = 10.0
+
+
+class TrainData(NamedTuple):
+    """Device arrays shared by every run (passed unbatched): training set and evaluation sets."""
+
+    x: jax.Array  # [N, *input_shape]
+    y: jax.Array  # [N] or [N, K]
+    eval: EvalData
+
+
+class RunState(NamedTuple):
+    """Carry of one run (leading [runs] axis on every leaf when vmapped).
+
+    diverged_step is -1 until the run diverges; loss_sum/loss_count accumulate minibatch losses
+    since the last evaluation; evals maps metric name -> [num_eval_slots] float32 (NaN until
+    written); probe_outputs[i] maps output name -> [num_probe_points, ...].
+    """
+
+    params: PyTree
+    opt_state: PyTree
+    sampler: SamplerState
+    data_key: jax.Array
+    probe_key: jax.Array
+    initial_loss: jax.Array
+    diverged: jax.Array
+    diverged_step: jax.Array
+    loss_sum: jax.Array
+    loss_count: jax.Array
+    evals: dict[str, jax.Array]
+    probe_states: tuple
+    probe_outputs: tuple
+
+
+class Trainer(NamedTuple):
+    """Pure functions of one run.
+
+    init(hparams, seed, data) -> RunState
+    advance(state, hparams, data, steps [S] int32, slots [S] int32) -> RunState
+        runs optimizer steps ``steps`` (consecutive), with ``slots[i]`` the evaluation slot of
+        ``steps[i]`` or -1. ``steps``/``slots`` must be unbatched when vmapped.
+    finish(state, hparams, data) -> RunState  — evaluates θ_T into the last slot.
+    loss_fn(params, batch) -> scalar mean loss on a minibatch ``(x, y)``.
+    """
+
+    init: Callable
+    advance: Callable
+    finish: Callable
+    loss_fn: Callable
+
+
+def make_trainer(
+    spec: TrainSpec,
+    model_init: Callable[[jax.Array], PyTree],
+    model_apply: Callable[[PyTree, jax.Array], jax.Array],
+    loss: Callable[[jax.Array, jax.Array], jax.Array],
+    metrics: Callable[[jax.Array, jax.Array], dict[str, jax.Array]],
+    probes: tuple[Probe, ...] = (),
+) -> Trainer:
+    """Build the pure per-run functions for one batch-size group (see ``Trainer``)."""
+
+    def loss_fn(params, batch):
+        x, y = batch
+        return loss(model_apply(params, x), y)
+
+    def optimizer(hp: HParams) -> optax.GradientTransformation:
+        return make_optimizer(spec.optimizer, hp, spec.num_steps, spec.schedule,
+                              spec.decay_boundaries)
+
+    def minibatch(state: RunState, data: TrainData, step):
+        sampler, idx = sample_indices(state.sampler, state.data_key, step, spec.batch_size,
+                                      spec.num_train, spec.sampling)
+        return sampler, (data.x[idx], data.y[idx])
+
+    def record_eval(state: RunState, data: TrainData, slot) -> RunState:
+        values = evaluate(model_apply, metrics, state.params, data.eval)
+        values["batch_loss"] = state.loss_sum / state.loss_count  # NaN before the first step
+        evals = {k: buf.at[slot].set(values[k]) for k, buf in state.evals.items()}
+        return state._replace(evals=evals, loss_sum=jnp.zeros_like(state.loss_sum),
+                              loss_count=jnp.zeros_like(state.loss_count))
+
+    def init(hp: HParams, seed, data: TrainData) -> RunState:
+        k_init, k_data, k_probe = jax.random.split(jax.random.key(seed), 3)
+        params = model_init(k_init)
+        batch = (data.x[: spec.batch_size], data.y[: spec.batch_size])
+        eval_shapes = jax.eval_shape(lambda p: evaluate(model_apply, metrics, p, data.eval), params)
+        evals = {k: jnp.full((spec.num_eval_slots,), jnp.nan, jnp.float32)
+                 for k in (*eval_shapes, "batch_loss")}
+        opt_state = optimizer(hp).init(params)
+        probe_states, probe_outputs = [], []
+        for i, probe in enumerate(probes):
+            pstate = probe.init(params, jax.random.fold_in(k_probe, i))
+            shapes = jax.eval_shape(
+                lambda ps: probe.measure(loss_fn, params, opt_state, batch, k_probe, 0, ps)[1],
+                pstate)
+            n = num_probe_points(spec.num_steps, probe.every)
+            probe_states.append(pstate)
+            probe_outputs.append({k: jnp.full((n, *s.shape), jnp.nan, s.dtype)
+                                  for k, s in shapes.items()})
+        return RunState(
+            params=params, opt_state=opt_state,
+            sampler=init_sampler(spec.num_train, spec.sampling),
+            data_key=k_data, probe_key=k_probe,
+            initial_loss=jnp.float32(jnp.nan), diverged=jnp.bool_(False),
+            diverged_step=jnp.int32(-1), loss_sum=jnp.float32(0.0), loss_count=jnp.float32(0.0),
+            evals=evals, probe_states=tuple(probe_states), probe_outputs=tuple(probe_outputs))
+
+    def run_probes(state: RunState, batch, step):
+        states, outputs = list(state.probe_states), list(state.probe_outputs)
+        for i, probe in enumerate(probes):
+            def measured(pstate, pout, probe=probe, i=i):
+                key = jax.random.fold_in(jax.random.fold_in(state.probe_key, i), step)
+                pstate, values = probe.measure(loss_fn, state.params, state.opt_state, batch,
+                                               key, step, pstate)
+                slot = step // probe.every
+                return pstate, {k: buf.at[slot].set(values[k]) for k, buf in pout.items()}
+
+            states[i], outputs[i] = jax.lax.cond(
+                step % probe.every == 0, measured, lambda s, o: (s, o), states[i], outputs[i])
+        return state._replace(probe_states=tuple(states), probe_outputs=tuple(outputs))
+
+    def train_step(hp: HParams, data: TrainData, state: RunState, step, slot) -> RunState:
+        sampler, batch = minibatch(state, data, step)
+        state = state._replace(sampler=sampler)
+        state = jax.lax.cond(slot >= 0, lambda s: record_eval(s, data, slot), lambda s: s, state)
+        loss_value, grads = jax.value_and_grad(loss_fn)(state.params, batch)
+        if probes:
+            state = run_probes(state, batch, step)
+        initial = jnp.where(step == 0, loss_value, state.initial_loss)
+        bad = ~jnp.isfinite(loss_value) | (loss_value > spec.divergence_factor * initial)
+        diverged = state.diverged | bad
+        updates, opt_state = optimizer(hp).update(grads, state.opt_state, state.params)
+        params = optax.apply_updates(state.params, updates)
+        keep = lambda new, old: jnp.where(diverged, old, new)  # freeze a diverged run
+        live = (~diverged).astype(jnp.float32)
+        return state._replace(
+            params=jax.tree.map(keep, params, state.params),
+            opt_state=jax.tree.map(keep, opt_state, state.opt_state),
+            initial_loss=initial,
+            diverged=diverged,
+            diverged_step=jnp.where(bad & ~state.diverged, step, state.diverged_step),
+            loss_sum=state.loss_sum + jnp.where(diverged, 0.0, loss_value),
+            loss_count=state.loss_count + live,
+        )
+
+    def advance(state: RunState, hp: HParams, data: TrainData, steps, slots) -> RunState:
+        def body(carry, xs):
+            return train_step(hp, data, carry, *xs), None
+
+        state, _ = jax.lax.scan(body, state, (steps, slots))
+        return state
+
+    def finish(state: RunState, hp: HParams, data: TrainData) -> RunState:
+        del hp
+        return record_eval(state, data, spec.num_eval_slots - 1)
+
+    return Trainer(init=init, advance=advance, finish=finish, loss_fn=loss_fn)

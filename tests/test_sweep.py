@@ -1,0 +1,205 @@
+"""The sweep engine against plain training loops, and its guarantees (issue 2 acceptance)."""
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import pytest
+
+import jaxsgd
+from jaxsgd import Grid, SweepConfig, run_sweep
+from jaxsgd.losses import cross_entropy, task_for
+from jaxsgd.models import make_model
+from jaxsgd.optimizers import HParams
+from jaxsgd.sweep import grid_hparams, train_data, train_spec
+from jaxsgd.training import make_trainer
+
+from _reference import accuracy, plain_sgd_run
+
+
+def small_config(**changes):
+    base = dict(data="mnist1d", data_options={"num_samples": 1000}, model="mlp",
+                model_options={"width": 32, "depth": 2}, batch_sizes=(16, 64),
+                budget=20, budget_unit="steps", eval_every=10,
+                grid=Grid(learning_rate=(0.05, 0.2), seed=(0, 1)))
+    base.update(changes)
+    return SweepConfig(**base)
+
+
+def rel_diff(a, b):
+    return float(np.linalg.norm(np.ravel(a) - np.ravel(b)) / np.linalg.norm(np.ravel(b)))
+
+
+def test_run_out_of_vmapped_sweep_matches_run_alone(mnist1d_small):
+    config = small_config()
+    result = run_sweep(config, data=mnist1d_small)
+    model = make_model("mlp", (40,), 10, width=32, depth=2)
+    for batch_size in config.batch_sizes:
+        # The same run through the unvmapped trainer ...
+        spec = train_spec(config, batch_size, mnist1d_small.num_train)
+        task = task_for(10)
+        trainer = make_trainer(spec, model.init, model.apply, task.loss, task.metrics)
+        data = train_data(config, mnist1d_small)
+        hp = HParams(*(jnp.float32(v) for v in (0.2, 0.9, 0.0, 0.0, 0.1)))
+        state = jax.jit(trainer.init)(hp, 1, data)
+        slots = -jnp.ones((20,), jnp.int32)
+        state = jax.jit(trainer.advance)(state, hp, data, jnp.arange(20), slots)
+        # ... and through a plain optax loop.
+        plain, _, _ = plain_sgd_run(model, cross_entropy, mnist1d_small, seed=1,
+                                    learning_rate=0.2, batch_size=batch_size, num_steps=20)
+        swept = result.run_params(batch_size, learning_rate=0.2, seed=1)
+        for leaf_sweep, leaf_alone, leaf_plain in zip(jax.tree.leaves(swept),
+                                                      jax.tree.leaves(state.params),
+                                                      jax.tree.leaves(plain)):
+            assert rel_diff(leaf_sweep, leaf_alone) < 1e-5
+            assert rel_diff(leaf_sweep, leaf_plain) < 1e-5
+
+
+def test_quick_sweep_matches_plain_optax_loop_accuracy(mnist1d_small):
+    """2 seeds × 3 learning rates × 3 batch sizes: final test accuracy within 1 point."""
+    config = small_config(batch_sizes=(16, 32, 64), budget=2**13, budget_unit="examples",
+                          eval_every=2**12, model_options={"width": 64, "depth": 2},
+                          grid=Grid(learning_rate=(0.03, 0.1, 0.3), seed=(0, 1)))
+    result = run_sweep(config, data=mnist1d_small)
+    final = result.metrics.test_accuracy.isel(examples=-1)
+    model = make_model("mlp", (40,), 10, width=64, depth=2)
+    gaps = []
+    for b in config.batch_sizes:
+        for lr in config.grid.learning_rate:
+            for seed in config.grid.seed:
+                params, _, diverged = plain_sgd_run(model, cross_entropy, mnist1d_small, seed, lr,
+                                                    b, config.num_steps(b))
+                assert diverged == -1
+                acc = accuracy(model, params, mnist1d_small.x_test, mnist1d_small.y_test)
+                gaps.append(abs(acc - float(final.sel(batch_size=b, learning_rate=lr, seed=seed))))
+    assert max(gaps) <= 0.01, gaps
+    # and the runs learned something (chance is 10%)
+    assert float(final.max()) > 0.4
+
+
+def test_new_learning_rates_and_seeds_do_not_recompile(mnist1d_small):
+    config = small_config()
+    run_sweep(config, data=mnist1d_small)  # compiles
+    compiles = []
+    listener = lambda event, duration, **kw: compiles.append(event) if (
+        event == "/jax/core/compile/backend_compile_duration") else None
+    jax.monitoring.register_event_duration_secs_listener(listener)
+    try:
+        other = config.replace(grid=Grid(learning_rate=(0.01, 0.3), seed=(5, 7)))
+        result = run_sweep(other, data=mnist1d_small)
+    finally:
+        jax.monitoring.unregister_event_duration_listener(listener)
+    assert compiles == []
+    assert list(result.metrics.seed.values) == [5, 7]
+    # sanity: the listener does see compilations
+    jax.monitoring.register_event_duration_secs_listener(listener)
+    try:
+        run_sweep(config.replace(budget=21), data=mnist1d_small)
+    finally:
+        jax.monitoring.unregister_event_duration_listener(listener)
+    assert len(compiles) > 0
+
+
+def test_exploding_run_is_flagged_and_neighbours_are_bitwise_unaffected(mnist1d_small):
+    stable = small_config(grid=Grid(learning_rate=(0.05, 0.1, 0.2), seed=(0, 1)), budget=30)
+    exploding = stable.replace(grid=Grid(learning_rate=(0.05, 0.1, 40.0), seed=(0, 1)))
+    a = run_sweep(stable, data=mnist1d_small).metrics
+    b = run_sweep(exploding, data=mnist1d_small).metrics
+    model = make_model("mlp", (40,), 10, width=32, depth=2)
+    for batch_size in stable.batch_sizes:
+        for seed in (0, 1):
+            _, losses, expected = plain_sgd_run(model, cross_entropy, mnist1d_small, seed, 40.0,
+                                                batch_size, 30)
+            assert expected >= 1  # it explodes, but not on the first step
+            run = b.sel(batch_size=batch_size, learning_rate=40.0, seed=seed)
+            assert bool(run.diverged)
+            assert int(run.diverged_step) == expected
+            # metrics from the divergence on are NaN, before it they are finite
+            steps = run.step.values
+            assert np.isnan(run.test_loss.values[steps >= expected]).all()
+            assert np.isfinite(run.test_loss.values[steps < expected]).all()
+    assert not b.diverged.sel(learning_rate=[0.05, 0.1]).any()
+    for name in ("train_loss", "test_loss", "test_accuracy", "batch_loss"):
+        np.testing.assert_array_equal(a[name].sel(learning_rate=[0.05, 0.1]).values,
+                                      b[name].sel(learning_rate=[0.05, 0.1]).values)
+
+
+def test_same_seeds_give_identical_results(mnist1d_small):
+    config = small_config(sampling="replacement")
+    a, b = run_sweep(config, data=mnist1d_small), run_sweep(config, data=mnist1d_small)
+    assert a.metrics.identical(b.metrics)
+    for x, y in zip(jax.tree.leaves(a.params), jax.tree.leaves(b.params)):
+        np.testing.assert_array_equal(x, y)
+    # and different seeds give different runs
+    assert not np.array_equal(a.metrics.test_loss.sel(seed=0), a.metrics.test_loss.sel(seed=1))
+
+
+def test_steps_to_target_in_sweep_is_first_evaluation_reaching_it(mnist1d_small):
+    config = small_config(budget=60, eval_every=5, target_metric="train_loss", target_value=2.0)
+    m = run_sweep(config, data=mnist1d_small).metrics
+    for b in config.batch_sizes:
+        for lr in config.grid.learning_rate:
+            for seed in config.grid.seed:
+                run = m.sel(batch_size=b, learning_rate=lr, seed=seed)
+                hits = run.step.values[run.train_loss.values <= 2.0]
+                expected = hits[0] if len(hits) else np.inf
+                assert float(run.steps_to_target) == expected
+                assert float(run.examples_to_target) == expected * b
+    assert np.isfinite(m.steps_to_target).any() and np.isinf(m.steps_to_target).any()
+
+
+def test_examples_budget_gives_each_batch_size_its_steps(mnist1d_small):
+    config = small_config(budget=2**10, budget_unit="examples", eval_every=2**8)
+    m = run_sweep(config, data=mnist1d_small).metrics
+    assert list(m.examples.values) == [0, 256, 512, 768, 1024]
+    np.testing.assert_array_equal(m.step.sel(batch_size=16).values, [0, 16, 32, 48, 64])
+    np.testing.assert_array_equal(m.step.sel(batch_size=64).values, [0, 4, 8, 12, 16])
+    # batch_loss at the first evaluation has no minibatches yet
+    assert np.isnan(m.batch_loss.isel(examples=0)).all()
+    assert np.isfinite(m.batch_loss.isel(examples=slice(1, None))).all()
+
+
+def test_eval_matches_direct_computation_of_final_params(mnist1d_small):
+    config = small_config()
+    result = run_sweep(config, data=mnist1d_small)
+    model = make_model("mlp", (40,), 10, width=32, depth=2)
+    params = result.run_params(64, learning_rate=0.05, seed=0)
+    acc = accuracy(model, params, mnist1d_small.x_test, mnist1d_small.y_test)
+    loss = float(cross_entropy(model.apply(params, mnist1d_small.x_train), mnist1d_small.y_train))
+    run = result.metrics.sel(batch_size=64, learning_rate=0.05, seed=0).isel(step=-1)
+    assert float(run.test_accuracy) == pytest.approx(acc, abs=1e-6)
+    assert float(run.train_loss) == pytest.approx(loss, rel=1e-5)
+
+
+def test_swept_momentum_becomes_a_dimension(mnist1d_small):
+    config = small_config(optimizer="momentum", batch_sizes=(16,),
+                          grid=Grid(learning_rate=(0.05,), momentum=(0.0, 0.9), seed=(0,)))
+    m = run_sweep(config, data=mnist1d_small).metrics
+    assert m.test_loss.dims == ("batch_size", "learning_rate", "momentum", "seed", "step")
+    assert "weight_decay" in m.coords and m.weight_decay.ndim == 0
+    # momentum 0 with the 'momentum' family is plain SGD: equals the sgd family bitwise
+    sgd = run_sweep(small_config(batch_sizes=(16,), grid=Grid(learning_rate=(0.05,), seed=(0,))),
+                    data=mnist1d_small).metrics
+    np.testing.assert_allclose(m.test_loss.sel(momentum=0.0).values, sgd.test_loss.values,
+                               rtol=1e-6)
+    assert not np.allclose(m.test_loss.sel(momentum=0.9), m.test_loss.sel(momentum=0.0))
+
+
+@pytest.mark.parametrize("optimizer", ["nesterov", "adam", "adamw"])
+def test_every_optimizer_family_trains(mnist1d_small, optimizer):
+    config = small_config(optimizer=optimizer, batch_sizes=(32,), budget=100, eval_every=50,
+                          grid=Grid(learning_rate=(1e-3 if "adam" in optimizer else 0.05,),
+                                    weight_decay=(0.0, 1e-2), seed=(0,)))
+    m = run_sweep(config, data=mnist1d_small).metrics
+    first, last = m.train_loss.isel(step=0), m.train_loss.isel(step=-1)
+    assert (last < first - 0.1).all()
+    assert not np.allclose(m.train_loss.sel(weight_decay=0.0), m.train_loss.sel(weight_decay=1e-2))
+
+
+def test_grid_hparams_is_the_cartesian_product():
+    config = SweepConfig(grid=Grid(learning_rate=(0.1, 0.2, 0.3), momentum=(0.5, 0.9),
+                                   seed=(0, 1)), optimizer="momentum")
+    hp, seeds = grid_hparams(config)
+    assert len(seeds) == 12
+    pairs = set(zip(np.round(hp.learning_rate, 6), np.round(hp.momentum, 6), seeds))
+    assert len(pairs) == 12
+    assert set(hp.learning_rate.tolist()) == set(np.float32([0.1, 0.2, 0.3]).tolist())
