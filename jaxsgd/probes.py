@@ -17,7 +17,6 @@ from __future__ import annotations
 from typing import Any, Callable, NamedTuple
 
 import jax
-import jax.numpy as jnp
 import optax
 
 PyTree = Any
@@ -38,16 +37,12 @@ def num_probe_points(num_steps: int, every: int) -> int:
 def gradient_norm(every: int = 1) -> Probe:
     """Minibatch gradient norm |g_B| and parameter norm |θ| (Euclidean, over all leaves).
 
-    Outputs: ``grad_norm`` and ``param_norm``, float32 scalars per measurement; also the
-    current learning rate when the optimizer state carries it (``learning_rate``).
+    Outputs: ``grad_norm`` and ``param_norm``, float32 scalars per measurement.
     """
 
     def measure(loss_fn, params, opt_state, batch, key, step, state):
         grads = jax.grad(loss_fn)(params, batch)
-        out = {"grad_norm": optax.global_norm(grads), "param_norm": optax.global_norm(params)}
-        hyper = getattr(opt_state, "hyperparams", None)
-        if hyper is not None and "learning_rate" in hyper:
-            out["learning_rate"] = jnp.asarray(hyper["learning_rate"], jnp.float32)
+        out = {"grad_norm": optax.tree.norm(grads), "param_norm": optax.tree.norm(params)}
         return state, out
 
     return Probe(name="gradient_norm", every=every, init=lambda params, key: (), measure=measure)

@@ -124,6 +124,9 @@ def group_dataset(
     for pname, (every, outputs) in (probe_outputs or {}).items():
         pdim = f"{pname}_step"
         for key, values in outputs.items():
+            if key == "step":
+                raise ValueError(f"probe {pname!r}: output name 'step' is reserved for the "
+                                 f"{pdim!r} dimension; rename the output")
             n = values.shape[1]
             pstep = np.arange(n) * every
             mask = diverged[:, None] & (pstep[None, :] >= diverged_step[:, None])
@@ -201,8 +204,11 @@ def _unflatten_params(flat: dict[str, np.ndarray]) -> dict:
 def save_group(out: Path, ds: xr.Dataset, params: PyTree) -> None:
     """Write one batch-size group (metrics then parameters), each file atomically."""
     b = int(ds.batch_size.values[0])
-    _atomic_write(out / f"params_bs{b}.npz",
-                  lambda tmp: np.savez(open(tmp, "wb"), **_flatten_params(params)))
+    def write_params(tmp):
+        with open(tmp, "wb") as f:  # a file object: np.savez would append ".npz" to a name
+            np.savez(f, **_flatten_params(params))
+
+    _atomic_write(out / f"params_bs{b}.npz", write_params)
     _atomic_write(out / f"group_bs{b}.nc", lambda tmp: ds.to_netcdf(tmp, engine="netcdf4"))
 
 

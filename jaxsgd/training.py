@@ -97,6 +97,11 @@ class Trainer(NamedTuple):
     loss_fn: Callable
 
 
+def _missing(dtype) -> Any:
+    """Fill value of a not-yet-written output: NaN for floats, 0 otherwise."""
+    return jnp.nan if jnp.issubdtype(dtype, jnp.inexact) else 0
+
+
 def make_trainer(
     spec: TrainSpec,
     model_init: Callable[[jax.Array], PyTree],
@@ -143,7 +148,7 @@ def make_trainer(
                 pstate)
             n = num_probe_points(spec.num_steps, probe.every)
             probe_states.append(pstate)
-            probe_outputs.append({k: jnp.full((n, *s.shape), jnp.nan, s.dtype)
+            probe_outputs.append({k: jnp.full((n, *s.shape), _missing(s.dtype), s.dtype)
                                   for k, s in shapes.items()})
         return RunState(
             params=params, opt_state=opt_state,

@@ -1,0 +1,173 @@
+"""Probes inside the scan, steps-to-target, and results folders (save, load, interruption)."""
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import optax
+import pytest
+
+import jaxsgd
+from jaxsgd import Grid, SweepConfig, load_sweep, run_sweep, steps_to_target
+from jaxsgd.losses import cross_entropy, task_for
+from jaxsgd.models import make_model
+from jaxsgd.sweep import train_data, train_spec
+from jaxsgd.training import make_trainer
+from jaxsgd.optimizers import HParams
+
+
+
+def config(**changes):
+    base = dict(data="mnist1d", data_options={"num_samples": 1000}, model="mlp",
+                model_options={"width": 32, "depth": 2}, batch_sizes=(16, 64), budget=20,
+                budget_unit="steps", eval_every=10, grid=Grid(learning_rate=(0.05, 0.2), seed=(0,)))
+    base.update(changes)
+    return SweepConfig(**base)
+
+
+# ----------------------------------------------------------------------------- steps_to_target
+
+
+def test_steps_to_target_on_known_trajectories():
+    steps = np.array([0, 10, 20, 30, 40])
+    curves = np.array([
+        [0.9, 0.7, 0.5, 0.3, 0.1],     # crosses 0.4 at step 30
+        [0.9, 0.4, 0.5, 0.3, 0.1],     # touches 0.4 at step 10 (<= counts)
+        [0.9, 0.8, 0.7, 0.6, 0.5],     # never
+        [0.9, np.nan, np.nan, 0.1, 0.1],  # NaN is not reached
+        [0.3, 0.3, 0.3, 0.3, 0.3],     # at the start
+    ])
+    np.testing.assert_array_equal(steps_to_target(curves, steps, 0.4),
+                                  [30, 10, np.inf, 30, 0])
+    diverged = np.array([False, True, False, False, False])
+    np.testing.assert_array_equal(steps_to_target(curves, steps, 0.4, diverged=diverged),
+                                  [30, np.inf, np.inf, 30, 0])
+    # accuracies: reached when >= value
+    np.testing.assert_array_equal(steps_to_target(1 - curves, steps, 0.6, "max"),
+                                  [30, 10, np.inf, 30, 0])
+    with pytest.raises(ValueError, match="direction"):
+        steps_to_target(curves, steps, 0.4, "down")
+
+
+# ----------------------------------------------------------------------------- probes
+
+
+def test_gradient_norm_probe_matches_direct_computation(mnist1d_small):
+    probe = jaxsgd.gradient_norm(every=5)
+    c = config(batch_sizes=(16,), grid=Grid(learning_rate=(0.1,), seed=(3,)))
+    m = run_sweep(c, data=mnist1d_small, probes=(probe,)).metrics
+    assert list(m.gradient_norm_step.values) == [0, 5, 10, 15]
+    run = m.sel(batch_size=16, learning_rate=0.1, seed=3)
+    model = make_model("mlp", (40,), 10, width=32, depth=2)
+    # Step 0: the probe's gradient and parameter norms from first principles.
+    k_init, k_data, _ = jax.random.split(jax.random.key(3), 3)
+    params0 = model.init(k_init)
+    idx = jax.random.permutation(jax.random.fold_in(k_data, 0), 800)[:16]
+    x, y = jnp.asarray(mnist1d_small.x_train)[idx], jnp.asarray(mnist1d_small.y_train)[idx]
+    g = jax.grad(lambda p: cross_entropy(model.apply(p, x), y))(params0)
+    assert float(run.gradient_norm_grad_norm[0]) == pytest.approx(float(optax.tree.norm(g)),
+                                                                   rel=1e-5)
+    assert float(run.gradient_norm_param_norm[0]) == pytest.approx(
+        float(optax.tree.norm(params0)), rel=1e-6)
+
+
+def test_probe_stays_a_branch_under_vmap(mnist1d_small):
+    """The probe's cond must survive vmap as a cond (taken once every k steps), not a select."""
+    c = config(batch_sizes=(16,))
+    model = make_model("mlp", (40,), 10, width=32, depth=2)
+    task = task_for(10)
+    spec = train_spec(c, 16, mnist1d_small.num_train)
+    trainer = make_trainer(spec, model.init, model.apply, task.loss, task.metrics,
+                           (jaxsgd.gradient_norm(4),))
+    data = train_data(c, mnist1d_small)
+    hp = HParams(*(jnp.full((2,), v, jnp.float32) for v in (0.1, 0.9, 0.0, 0.0, 0.1)))
+    state = jax.vmap(trainer.init, in_axes=(0, 0, None))(hp, jnp.arange(2), data)
+    steps, slots = jnp.arange(8, dtype=jnp.int32), -jnp.ones((8,), jnp.int32)
+    jaxpr = jax.make_jaxpr(jax.vmap(trainer.advance, in_axes=(0, 0, None, None, None)))(
+        state, hp, data, steps, slots)
+    text = str(jaxpr)
+    # conds: epoch reshuffle, evaluation, probe; none turned into a select over branches.
+    assert text.count("cond[") >= 3
+
+
+def test_probe_state_carries_between_measurements(mnist1d_small):
+    def init(params, key):
+        return jnp.int32(0)
+
+    def measure(loss_fn, params, opt_state, batch, key, step, count):
+        return count + 1, {"count": count + 1, "at": jnp.float32(step)}
+
+    counter = jaxsgd.Probe(name="counter", every=3, init=init, measure=measure)
+    m = run_sweep(config(batch_sizes=(16,)), data=mnist1d_small, probes=(counter,)).metrics
+    np.testing.assert_array_equal(m.counter_count.isel(batch_size=0, learning_rate=0, seed=0),
+                                  [1, 2, 3, 4, 5, 6, 7])
+    np.testing.assert_array_equal(m.counter_at.isel(batch_size=0, learning_rate=0, seed=0),
+                                  [0, 3, 6, 9, 12, 15, 18])
+
+
+# ----------------------------------------------------------------------------- results folders
+
+
+def test_results_folder_round_trip(mnist1d_small, tmp_path):
+    c = config(target_metric="train_loss", target_value=2.2)
+    result = run_sweep(c, tmp_path / "r", data=mnist1d_small)
+    loaded = load_sweep(tmp_path / "r")
+    assert loaded.config == c
+    assert loaded.metrics.attrs["complete"] == 1
+    for name in ("test_loss", "train_accuracy", "diverged", "steps_to_target", "run"):
+        np.testing.assert_array_equal(loaded.metrics[name].values, result.metrics[name].values)
+    for b in c.batch_sizes:
+        for x, y in zip(jax.tree.leaves(result.params[b]), jax.tree.leaves(loaded.params[b])):
+            np.testing.assert_array_equal(x, y)
+    np.testing.assert_array_equal(
+        jax.tree.leaves(loaded.run_params(64, learning_rate=0.2, seed=0))[0],
+        jax.tree.leaves(result.params[64])[0][1])
+
+
+def test_existing_results_folder_is_never_silently_overwritten(mnist1d_small, tmp_path):
+    out = tmp_path / "r"
+    run_sweep(config(batch_sizes=(16,)), out, data=mnist1d_small)
+    before = (out / "group_bs16.nc").read_bytes()
+    with pytest.raises(FileExistsError, match="already exists"):
+        run_sweep(config(batch_sizes=(16,)), out, data=mnist1d_small)
+    assert (out / "group_bs16.nc").read_bytes() == before
+    other = tmp_path / "mine"
+    other.mkdir()
+    (other / "notes.txt").write_text("precious")
+    with pytest.raises(FileExistsError, match="not a jaxsgd results folder"):
+        run_sweep(config(batch_sizes=(16,)), other, data=mnist1d_small, overwrite=True)
+    assert (other / "notes.txt").read_text() == "precious"
+    run_sweep(config(batch_sizes=(16,), budget=10), out, data=mnist1d_small, overwrite=True)
+    assert load_sweep(out).config.budget == 10
+
+
+def test_interrupted_sweep_keeps_finished_groups(mnist1d_small, tmp_path, monkeypatch):
+    import jaxsgd.sweep as sweep
+
+    real = sweep.run_group
+
+    def dies_on_second_group(config, batch_size, *args, **kwargs):
+        if batch_size == 64:
+            raise KeyboardInterrupt
+        return real(config, batch_size, *args, **kwargs)
+
+    monkeypatch.setattr(sweep, "run_group", dies_on_second_group)
+    with pytest.raises(KeyboardInterrupt):
+        run_sweep(config(), tmp_path / "r", data=mnist1d_small)
+    partial = load_sweep(tmp_path / "r")
+    assert partial.metrics.attrs["complete"] == 0
+    assert list(partial.metrics.batch_size.values) == [16]
+    assert np.isfinite(partial.metrics.test_loss).all()
+    assert not list((tmp_path / "r").glob("*.tmp"))
+
+
+def test_load_never_unpickles(mnist1d_small, tmp_path, monkeypatch):
+    import pickle
+
+    run_sweep(config(batch_sizes=(16,)), tmp_path / "r", data=mnist1d_small)
+
+    def refuse(*args, **kwargs):
+        raise AssertionError("unpickling attempted")
+
+    monkeypatch.setattr(pickle, "load", refuse)
+    monkeypatch.setattr(pickle, "loads", refuse)
+    assert load_sweep(tmp_path / "r").metrics.sizes["batch_size"] == 1
