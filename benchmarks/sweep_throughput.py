@@ -23,7 +23,7 @@ import numpy as np
 
 from jaxsgd import Grid, SweepConfig
 from jaxsgd.evaluation import eval_slots, evaluation_steps
-from jaxsgd.sweep import grid_hparams, group_program, prepare, train_data, train_spec
+from jaxsgd.sweep import grid_hparams, group_program, init_program, prepare, train_data, train_spec
 
 
 def time_group(config, batch_size, data, model, task):
@@ -33,14 +33,16 @@ def time_group(config, batch_size, data, model, task):
     slots = jnp.asarray(eval_slots(evaluation_steps(config, batch_size), spec.num_steps)[0])
     steps = jnp.arange(spec.num_steps, dtype=jnp.int32)
     t0 = time.perf_counter()
-    init_c = init.lower(hp, seeds, data).compile()
-    state_shape = jax.eval_shape(init, hp, seeds, data)
+    params_c = init_program(model, ("bench",)).lower(seeds).compile()
+    params = params_c(seeds)
+    init_c = init.lower(hp, seeds, params, data).compile()
+    state_shape = jax.eval_shape(init, hp, seeds, params, data)
     adv_c = advance.lower(state_shape, hp, data, steps, slots).compile()
     fin_c = finish.lower(state_shape, hp, data).compile()
     compile_s = time.perf_counter() - t0
 
     def run():
-        s = init_c(hp, seeds, data)
+        s = init_c(hp, seeds, params_c(seeds), data)
         s = adv_c(s, hp, data, steps, slots)
         s = fin_c(s, hp, data)
         jax.block_until_ready(s)

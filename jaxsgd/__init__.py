@@ -14,6 +14,7 @@ Where things live (one concept per module):
   sweep         run_sweep: groups by batch size, jit(vmap(run)), results
   targets       steps_to_target
   results       labelled xarray results; save / load_sweep
+  summary       summarize: the per-batch-size table of a sweep
   plotting      figures in one shared style
   cli           the `jaxsgd` command
 """
@@ -25,6 +26,8 @@ from jaxsgd.models import MODELS, Model, make_model
 from jaxsgd.optimizers import HParams, learning_rate_multiplier, make_optimizer
 from jaxsgd.probes import Probe, gradient_norm
 from jaxsgd.results import SweepResult, load_sweep
+from jaxsgd.plotting import plot_sweep
+from jaxsgd.summary import best_learning_rate, summarize
 from jaxsgd.sweep import run_sweep
 from jaxsgd.targets import steps_to_target
 from jaxsgd.training import make_trainer
@@ -35,7 +38,7 @@ __all__ = [
     "DATASETS", "GRID_FIELDS", "MODELS", "OPTIMIZERS", "SCHEDULES",
     "ConfigError", "DataError", "Dataset", "Grid", "HParams", "Model", "Probe", "SweepConfig",
     "SweepResult", "Task",
-    "accuracy", "cross_entropy", "from_arrays", "gradient_norm", "learning_rate_multiplier",
+    "accuracy", "best_learning_rate", "cross_entropy", "from_arrays", "gradient_norm", "learning_rate_multiplier",
     "load_dataset", "load_sweep", "make_loss_fn", "make_model", "make_optimizer",
-    "make_trainer", "mse", "run_sweep", "steps_to_target", "task_for", "validate",
+    "make_trainer", "mse", "plot_sweep", "run_sweep", "steps_to_target", "summarize", "task_for", "validate",
 ]

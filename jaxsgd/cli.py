@@ -61,10 +61,10 @@ _KEY_HELP = {
     "target.metric": "metric for steps-to-target",
     "target.value": "reached at metric <= value (losses, errors) or >= value (accuracies)",
     "grid.learning_rate": "peak learning rates (> 0)",
-    "grid.momentum": "momentum ('momentum'/'nesterov') or beta1 ('adam'/'adamw'), in [0, 1)",
+    "grid.momentum": "momentum ('momentum'/'nesterov') or beta1 ('adam'/'adamw'), in [0,1)",
     "grid.weight_decay": "L2 coefficient (decoupled for 'adamw'), >= 0",
-    "grid.warmup": "linear warm-up length as a fraction of each run, in [0, 1)",
-    "grid.decay": "final fraction ('cosine') or per-boundary factor ('step'), in (0, 1]",
+    "grid.warmup": "linear warm-up length as a fraction of each run, in [0,1)",
+    "grid.decay": "final fraction ('cosine') or per-boundary factor ('step'), in (0,1]",
     "grid.seed": "integer seeds (initialisation and minibatch order)",
 }
 _CHOICES = {
@@ -91,10 +91,14 @@ def _signature_options(function: Callable, skip: Sequence[str] = ()) -> str:
     return ", ".join(parts) or "(none)"
 
 
+_NO_BREAK = "\x00"  # a space that _wrap never breaks at
+
+
 def _wrap(line: str, indent: int) -> str:
     """Wrap one help line to HELP_WIDTH, continuation lines indented by ``indent``."""
-    return textwrap.fill(line, HELP_WIDTH, subsequent_indent=" " * indent,
+    text = textwrap.fill(line, HELP_WIDTH, subsequent_indent=" " * indent,
                          break_on_hyphens=False)
+    return text.replace(_NO_BREAK, " ")
 
 
 def _key_line(section: str, key: str, kind: str, default: Any) -> str:
@@ -105,7 +109,7 @@ def _key_line(section: str, key: str, kind: str, default: Any) -> str:
     if default is not None:
         if isinstance(default, tuple):
             default = list(default)
-        text += f" [default {default!r}]"
+        text += f" [default {default!r}]".replace(" ", _NO_BREAK).replace(_NO_BREAK, " ", 1)
     return _wrap(f"    {key:<18} {text}", indent=23)
 
 
@@ -187,8 +191,8 @@ def build_parser() -> argparse.ArgumentParser:
                        help="replace an existing jaxsgd results folder DIR (one holding "
                             "config.json); other folders are never deleted")
     sweep.add_argument("--quiet", action="store_true",
-                       help="do not print progress (one line per finished batch size); the "
-                            "summary table is still printed")
+                       help="do not print progress (one line per finished batch size) or the "
+                            "figure paths; the summary table is still printed")
     sweep.add_argument("--no-figure", action="store_true",
                        help="do not write DIR/summary.pdf and DIR/summary.png")
 

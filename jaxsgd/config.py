@@ -223,9 +223,9 @@ def _from_dict(d: Mapping[str, Any]) -> SweepConfig:
         raise ConfigError(f"unknown section [{unknown[0]}]; known sections: {', '.join(_SECTIONS)}")
     kwargs: dict[str, Any] = {}
     for section in ("data", "model"):
-        table = dict(d.get(section, {}))
         if not isinstance(d.get(section, {}), Mapping):
             raise ConfigError(f"[{section}]: expected a table, got {d[section]!r}")
+        table = dict(d.get(section, {}))
         if "name" in table:
             kwargs[section] = _coerce(f"{section}.name", table.pop("name"), "str")
         kwargs[f"{section}_options"] = table  # checked against the builder's signature later

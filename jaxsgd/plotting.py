@@ -96,6 +96,20 @@ def _plain_log_labels(axis) -> None:
     axis.set_minor_formatter(ticker.NullFormatter())
 
 
+def _loss_scale(ax: Axes, values: np.ndarray) -> None:
+    """Log y axis for a positive loss that spans more than a decade; linear otherwise."""
+    finite = np.asarray(values, np.float64)
+    finite = finite[np.isfinite(finite)]
+    if finite.size and finite.min() > 0 and finite.max() > 10 * finite.min():
+        ax.set_yscale("log")
+        _plain_log_labels(ax.yaxis)
+
+
+def _best_label(result: SweepResult) -> str:
+    """'best learning rate', or 'best learning rate, momentum' when more is swept."""
+    return "best " + ", ".join(d.replace("_", " ") for d in search_dims(result))
+
+
 def _metric_label(name: str) -> str:
     return {"test_accuracy": "final test accuracy", "test_loss": "final test loss"}[name]
 
@@ -124,8 +138,7 @@ def _plot_learning_rate_panel(ax: Axes, result: SweepResult) -> None:
     ax.set_xscale("log")
     _tick_at(ax.xaxis, learning_rates)
     if name == "test_loss":
-        ax.set_yscale("log")
-        _plain_log_labels(ax.yaxis)
+        _loss_scale(ax, final.values)
     ax.set_xlabel("learning rate")
     ax.set_ylabel(_metric_label(name))
     ax.legend(title="batch size (examples)", title_fontsize=6.5, ncols=2)
@@ -148,9 +161,8 @@ def _plot_batch_size_panel(ax: Axes, result: SweepResult) -> None:
         ax.plot(batch_sizes, mean, "o-", color="k")
         ax.fill_between(batch_sizes, low, high, color="k", alpha=0.2, linewidth=0)
         if name == "test_loss":
-            ax.set_yscale("log")
-            _plain_log_labels(ax.yaxis)
-        ax.set_ylabel(_metric_label(name) + "\n(best learning rate)")
+            _loss_scale(ax, values)
+        ax.set_ylabel(f"{_metric_label(name)}\n({_best_label(result)})")
         return
     steps = runs["steps_to_target"].transpose("batch_size", "seed").values
     # Mean over seeds; inf (some seed never reached the target) is not drawn.
@@ -169,23 +181,23 @@ def _plot_batch_size_panel(ax: Axes, result: SweepResult) -> None:
         return
     yerr = np.stack([mean - low, high - mean])
     ax.errorbar(batch_sizes[reached], mean[reached], yerr=yerr[:, reached], fmt="o-", color="k",
-                capsize=1.5, label="best learning rate\n(min–max over seeds)")
+                capsize=1.5, label=f"{_best_label(result)}\n(min–max over seeds)")
     first = int(np.argmax(reached))  # smallest batch size that reached the target
     ideal = mean[first] * batch_sizes[first] / batch_sizes
     ax.plot(batch_sizes, ideal, "--", color="0.5", linewidth=0.8,
             label=r"perfect scaling $S \propto 1/B$")
-    never = batch_sizes[~reached]
-    for b in never:
-        ax.annotate("never", (b, np.nanmax(mean)), ha="center", va="bottom", fontsize=6,
-                    color="0.4")
+    for b in batch_sizes[~reached]:
+        ax.annotate("not\nreached", (b, 0.98), xycoords=("data", "axes fraction"), ha="center",
+                    va="top", fontsize=6, color="0.4")
     ax.legend()
 
 
 def plot_sweep(result: SweepResult, path: str | os.PathLike | None = None) -> Figure:
     """The summary figure of a sweep; written as ``path.pdf`` + ``path.png`` if ``path`` is given.
 
-    (a) Final test accuracy (test loss for regression) vs learning rate, one line per batch size:
-        mean over seeds with a min–max band; a learning rate where any seed diverged is missing.
+    (a) Final test accuracy (test loss for regression, log axis if it spans decades) vs learning
+        rate, one line per batch size: mean over seeds with a min–max band; a learning rate
+        where any seed diverged is missing.
     (b) With a target: steps to target vs batch size (log–log) at each batch size's best grid
         point (``jaxsgd.summary``), with the perfect-scaling line S ∝ 1/B through the smallest
         batch size that reached the target. Without one: the final test metric vs batch size

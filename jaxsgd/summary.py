@@ -88,9 +88,11 @@ def best_learning_rate(result: SweepResult) -> xr.DataArray:
 def best_runs(result: SweepResult) -> xr.Dataset:
     """Metrics at the best point of each batch size: [batch_size, seed, ...].
 
-    Search dims are dropped; batch sizes without a best point are all NaN.
+    The search dims become [batch_size] coordinates holding the best values (as in
+    ``best_hyperparameters``); batch sizes without a best point are all NaN.
     """
     dims = search_dims(result)
+    best = best_hyperparameters(result)
     parts = []
     for b in result.metrics["batch_size"].values:
         group = result.metrics.sel(batch_size=[b])
@@ -102,7 +104,8 @@ def best_runs(result: SweepResult) -> xr.Dataset:
         else:
             picked = group.isel(index, drop=True)
         parts.append(picked)
-    return xr.concat(parts, dim="batch_size", coords="different", compat="equals", join="outer")
+    runs = xr.concat(parts, dim="batch_size", coords="different", compat="equals", join="outer")
+    return runs.assign_coords({d: ("batch_size", best[d].values) for d in dims})
 
 
 # --------------------------------------------------------------------------- table
@@ -126,9 +129,11 @@ def _format_spread(values: np.ndarray) -> str:
     values = np.asarray(values, np.float64)
     if values.size == 0 or np.isnan(values).any():
         return "-"
+    mean = values.mean()
+    digits = 3 if abs(mean) < 10 else 1
     if values.size == 1:
-        return f"{values[0]:.4g}"
-    return f"{values.mean():.4g} ± {values.std(ddof=1):.2g}"
+        return f"{mean:.{digits}f}"
+    return f"{mean:.{digits}f} ± {values.std(ddof=1):.{digits}f}"
 
 
 def _header(result: SweepResult) -> str:

@@ -83,7 +83,8 @@ class RunState(NamedTuple):
 class Trainer(NamedTuple):
     """Pure functions of one run.
 
-    init(hparams, seed, data) -> RunState
+    init(hparams, seed, params, data) -> RunState  — ``params``: the run's initial parameters,
+        ``model_init(run_keys(seed)[0])``, made once per sweep and shared by every group
     advance(state, hparams, data, steps [S] int32, slots [S] int32) -> RunState
         runs optimizer steps ``steps`` (consecutive), with ``slots[i]`` the evaluation slot of
         ``steps[i]`` or -1. ``steps``/``slots`` must be unbatched when vmapped.
@@ -95,6 +96,21 @@ class Trainer(NamedTuple):
     advance: Callable
     finish: Callable
     loss_fn: Callable
+
+
+def run_keys(seed) -> tuple[jax.Array, jax.Array, jax.Array]:
+    """The keys of the run with this seed: (initialisation, minibatch order, probes).
+
+    This is the whole randomness contract: the same seed gives the same initial parameters
+    and minibatch sequence at every learning rate (common random numbers across the grid).
+    """
+    k_init, k_data, k_probe = jax.random.split(jax.random.key(seed), 3)
+    return k_init, k_data, k_probe
+
+
+def initial_params(model_init: Callable[[jax.Array], PyTree], seed) -> PyTree:
+    """Initial parameters of the run with this seed."""
+    return model_init(run_keys(seed)[0])
 
 
 def _missing(dtype) -> Any:
@@ -132,9 +148,8 @@ def make_trainer(
         return state._replace(evals=evals, loss_sum=jnp.zeros_like(state.loss_sum),
                               loss_count=jnp.zeros_like(state.loss_count))
 
-    def init(hp: HParams, seed, data: TrainData) -> RunState:
-        k_init, k_data, k_probe = jax.random.split(jax.random.key(seed), 3)
-        params = model_init(k_init)
+    def init(hp: HParams, seed, params: PyTree, data: TrainData) -> RunState:
+        _, k_data, k_probe = run_keys(seed)
         batch = (data.x[: spec.batch_size], data.y[: spec.batch_size])
         eval_shapes = jax.eval_shape(lambda p: evaluate(model_apply, metrics, p, data.eval), params)
         evals = {k: jnp.full((spec.num_eval_slots,), jnp.nan, jnp.float32)

@@ -44,13 +44,6 @@ seed = [0]
 """
 
 
-# jaxsgd/results.py save_group passes np.savez an open(...) it never closes; the file is closed
-# by the garbage collector with a ResourceWarning. Remove once results.py closes it.
-unclosed_params_file = pytest.mark.filterwarnings(
-    r"ignore:Exception ignored in. <_io.FileIO name='.*\.params_bs\d+\.npz\."
-    r":pytest.PytestUnraisableExceptionWarning")
-
-
 def _write(tmp_path, text, name="sweep.toml"):
     path = tmp_path / name
     path.write_text(textwrap.dedent(text))
@@ -78,7 +71,6 @@ def tiny_sweep(tmp_path_factory):
 # ----------------------------------------------------------------------------- sweep / show
 
 
-@unclosed_params_file
 def test_sweep_writes_results_figure_and_table(tiny_sweep):
     out, status, stdout, _ = tiny_sweep
 
@@ -96,7 +88,6 @@ def test_sweep_writes_results_figure_and_table(tiny_sweep):
     assert "batch size 16: 2 runs x 32 steps" in stdout  # progress (not --quiet)
 
 
-@unclosed_params_file
 def test_show_prints_the_same_table(tiny_sweep, capsys):
     out, _, stdout, _ = tiny_sweep
 
@@ -106,7 +97,6 @@ def test_show_prints_the_same_table(tiny_sweep, capsys):
     assert "incomplete" not in shown
 
 
-@unclosed_params_file
 def test_show_says_when_the_sweep_is_incomplete(tiny_sweep, tmp_path, capsys):
     out, *_ = tiny_sweep
     partial = tmp_path / "partial"
@@ -120,7 +110,6 @@ def test_show_says_when_the_sweep_is_incomplete(tiny_sweep, tmp_path, capsys):
     assert "incomplete" in shown and "64" in shown.splitlines()[-1]
 
 
-@unclosed_params_file
 def test_overwrite_replaces_a_results_folder(tiny_sweep, tmp_path, capsys):
     _, _, _, config = tiny_sweep
     out = tmp_path / "again"

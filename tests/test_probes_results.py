@@ -1,5 +1,7 @@
 """Probes inside the scan, steps-to-target, and results folders (save, load, interruption)."""
 
+from functools import partial
+
 import jax
 import jax.numpy as jnp
 import numpy as np
@@ -11,7 +13,7 @@ from jaxsgd import Grid, SweepConfig, load_sweep, run_sweep, steps_to_target
 from jaxsgd.losses import cross_entropy, task_for
 from jaxsgd.models import make_model
 from jaxsgd.sweep import train_data, train_spec
-from jaxsgd.training import make_trainer
+from jaxsgd.training import initial_params, make_trainer
 from jaxsgd.optimizers import HParams
 
 
@@ -80,7 +82,9 @@ def test_probe_stays_a_branch_under_vmap(mnist1d_small):
                            (jaxsgd.gradient_norm(4),))
     data = train_data(c, mnist1d_small)
     hp = HParams(*(jnp.full((2,), v, jnp.float32) for v in (0.1, 0.9, 0.0, 0.0, 0.1)))
-    state = jax.vmap(trainer.init, in_axes=(0, 0, None))(hp, jnp.arange(2), data)
+    seeds = jnp.arange(2)
+    params = jax.vmap(partial(initial_params, model.init))(seeds)
+    state = jax.vmap(trainer.init, in_axes=(0, 0, 0, None))(hp, seeds, params, data)
     steps, slots = jnp.arange(8, dtype=jnp.int32), -jnp.ones((8,), jnp.int32)
     jaxpr = jax.make_jaxpr(jax.vmap(trainer.advance, in_axes=(0, 0, None, None, None)))(
         state, hp, data, steps, slots)

@@ -11,7 +11,7 @@ from jaxsgd.losses import cross_entropy, task_for
 from jaxsgd.models import make_model
 from jaxsgd.optimizers import HParams
 from jaxsgd.sweep import grid_hparams, train_data, train_spec
-from jaxsgd.training import make_trainer
+from jaxsgd.training import initial_params, make_trainer
 
 from _reference import accuracy, plain_sgd_run
 
@@ -40,7 +40,7 @@ def test_run_out_of_vmapped_sweep_matches_run_alone(mnist1d_small):
         trainer = make_trainer(spec, model.init, model.apply, task.loss, task.metrics)
         data = train_data(config, mnist1d_small)
         hp = HParams(*(jnp.float32(v) for v in (0.2, 0.9, 0.0, 0.0, 0.1)))
-        state = jax.jit(trainer.init)(hp, 1, data)
+        state = jax.jit(trainer.init)(hp, 1, initial_params(model.init, 1), data)
         slots = -jnp.ones((20,), jnp.int32)
         state = jax.jit(trainer.advance)(state, hp, data, jnp.arange(20), slots)
         # ... and through a plain optax loop.
