@@ -11,7 +11,11 @@ Where things live (one concept per module):
   evaluation    evaluation schedule and full-set evaluation
   probes        measurements inside the training scan
   training      one run as pure functions (init / advance / finish)
-  sweep         run_sweep: groups by batch size, jit(vmap(run)), results
+  devices       one CPU device per core; the mesh over runs; run-sharded global arrays
+  programs      a group's programs: jit(shard_map(vmap(...))) over the runs
+  checkpoint    group checkpoints and the sweep fingerprint that guards resuming
+  progress      the progress bar
+  sweep         run_sweep: groups by batch size, chunks, checkpoints, results
   targets       steps_to_target
   results       labelled xarray results; save / load_sweep
   summary       summarize: the per-batch-size table of a sweep
@@ -19,6 +23,12 @@ Where things live (one concept per module):
   cli           the `jaxsgd` command
 """
 
+# Before anything starts JAX: one CPU device per core, and the persistent compilation cache.
+from jaxsgd.devices import configure_cpu_devices
+
+configure_cpu_devices()
+
+from jaxsgd.checkpoint import CheckpointError  # noqa: E402
 from jaxsgd.config import GRID_FIELDS, OPTIMIZERS, SCHEDULES, ConfigError, Grid, SweepConfig, validate
 from jaxsgd.data import DATASETS, DataError, Dataset, from_arrays, load_dataset
 from jaxsgd.losses import Task, accuracy, cross_entropy, make_loss_fn, mse, task_for
@@ -36,7 +46,7 @@ __version__ = "0.1.0"
 
 __all__ = [
     "DATASETS", "GRID_FIELDS", "MODELS", "OPTIMIZERS", "SCHEDULES",
-    "ConfigError", "DataError", "Dataset", "Grid", "HParams", "Model", "Probe", "SweepConfig",
+    "CheckpointError", "ConfigError", "DataError", "Dataset", "Grid", "HParams", "Model", "Probe", "SweepConfig",
     "SweepResult", "Task",
     "accuracy", "best_learning_rate", "cross_entropy", "from_arrays", "gradient_norm", "learning_rate_multiplier",
     "load_dataset", "load_sweep", "make_loss_fn", "make_model", "make_optimizer",

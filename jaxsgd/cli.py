@@ -1,10 +1,12 @@
 """The ``jaxsgd`` command: run a sweep from a TOML file, and summarise a results folder.
 
-  jaxsgd sweep CONFIG.toml --out DIR [--overwrite] [--quiet] [--no-figure]
+  jaxsgd sweep CONFIG.toml --out DIR [--overwrite] [--quiet] [--no-progress] [--no-figure]
+               [--chunk-steps N]
   jaxsgd show DIR
 
 Bad input (a TOML syntax error, an unknown key, a wrong type or value, an unknown data set or
-model option, a missing file, an occupied results folder) is reported as one line
+model option, a missing file, a results folder holding another sweep, a damaged checkpoint) is
+reported as one line
 ``jaxsgd: error: <message>`` on stderr with exit status 2, never a traceback. The help text of
 the TOML schema is generated from ``jaxsgd.config`` and the data/model registries, so it lists
 exactly the keys that ``SweepConfig.from_dict`` accepts.
@@ -20,6 +22,7 @@ import tomllib
 from pathlib import Path
 from typing import Any, Callable, Sequence
 
+from jaxsgd.checkpoint import CheckpointError
 from jaxsgd.config import (
     _SCHEMA,
     BUDGET_UNITS,
@@ -185,14 +188,22 @@ def build_parser() -> argparse.ArgumentParser:
     sweep.add_argument("config", metavar="CONFIG.toml", type=Path,
                        help="sweep configuration (TOML; schema below)")
     sweep.add_argument("--out", metavar="DIR", type=Path, required=True,
-                       help="results folder; refused if it exists and is not empty, unless "
-                            "--overwrite")
+                       help="results folder. If DIR holds this same sweep (interrupted or "
+                            "finished), the sweep resumes from it: finished batch sizes are "
+                            "kept, a checkpointed one continues from its last chunk. A "
+                            "different sweep there is refused, unless --overwrite")
     sweep.add_argument("--overwrite", action="store_true",
                        help="replace an existing jaxsgd results folder DIR (one holding "
-                            "config.json); other folders are never deleted")
+                            "config.json) instead of resuming; other folders are never deleted")
     sweep.add_argument("--quiet", action="store_true",
-                       help="do not print progress (one line per finished batch size) or the "
-                            "figure paths; the summary table is still printed")
+                       help="do not print the progress bar, one line per finished batch size "
+                            "or the figure paths; the summary table is still printed")
+    sweep.add_argument("--no-progress", action="store_true",
+                       help="no progress bar (for logs); the other lines are still printed")
+    sweep.add_argument("--chunk-steps", metavar="N", type=_positive_int, default=None,
+                       help="optimizer steps per chunk: the progress bar moves and a "
+                            "checkpoint is written after each chunk (default: each batch size "
+                            "in at most 16 equal chunks)")
     sweep.add_argument("--no-figure", action="store_true",
                        help="do not write DIR/summary.pdf and DIR/summary.png")
 
@@ -212,6 +223,16 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 # --------------------------------------------------------------------------- commands
+
+
+def _positive_int(text: str) -> int:
+    try:
+        value = int(text)
+    except ValueError:
+        value = 0
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"{text!r} is not a positive integer")
+    return value
 
 
 class _InputError(Exception):
@@ -250,7 +271,11 @@ def _sweep(args: argparse.Namespace) -> int:
         raise _InputError(f"{args.config}: {e}") from None
     try:
         result = run_sweep(config, args.out, data=data, overwrite=args.overwrite,
-                           verbose=not args.quiet)
+                           verbose=not args.quiet,
+                           progress=not (args.quiet or args.no_progress),
+                           chunk_steps=args.chunk_steps)
+    except CheckpointError as e:
+        raise _InputError(str(e)) from None
     except (ConfigError, DataError) as e:
         raise _InputError(f"{args.config}: {e}") from None
     except FileExistsError as e:
@@ -291,8 +316,9 @@ def main(argv: Sequence[str] | None = None) -> int:
         print(f"{parser.prog}: error: {message}", file=sys.stderr)
         return EXIT_ERROR
     except KeyboardInterrupt:
-        print(f"{parser.prog}: interrupted (finished batch sizes are saved; "
-              "'jaxsgd show DIR' summarises them)", file=sys.stderr)
+        print(f"{parser.prog}: interrupted (finished batch sizes and the last checkpoint are "
+              "saved; run the same command again to resume, 'jaxsgd show DIR' summarises the "
+              "finished ones)", file=sys.stderr)
         return 130
 
 

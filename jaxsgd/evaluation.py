@@ -72,10 +72,32 @@ def evaluate(
     metrics: Callable[[jax.Array, jax.Array], dict[str, jax.Array]],
     params: Any,
     data: EvalData,
+    slice_size: int | None = None,
 ) -> dict[str, jax.Array]:
-    """Metrics of ``params`` on both evaluation sets: {"train_loss", "test_loss", ...} scalars."""
+    """Metrics of ``params`` on both evaluation sets: {"train_loss", "test_loss", ...} scalars.
+
+    ``metrics`` returns means over examples. With ``slice_size``, each set is evaluated in
+    slices of that many examples (``lax.map``, then the mean of the slice means weighted by
+    slice size), so a vmapped sweep holds ``runs x slice_size`` activations at a time instead
+    of ``runs x M``.
+    """
     out = {}
     for split, x, y in (("train", data.x_train, data.y_train), ("test", data.x_test, data.y_test)):
-        for name, value in metrics(apply(params, x), y).items():
+        for name, value in _sliced_metrics(apply, metrics, params, x, y, slice_size).items():
             out[f"{split}_{name}"] = jnp.asarray(value, jnp.float32)
     return out
+
+
+def _sliced_metrics(apply, metrics, params, x, y, slice_size):
+    n = x.shape[0]
+    if slice_size is None or n <= slice_size:
+        return metrics(apply(params, x), y)
+    s = slice_size
+    k = n // s
+    head = (x[: k * s].reshape(k, s, *x.shape[1:]), y[: k * s].reshape(k, s, *y.shape[1:]))
+    per_slice = jax.lax.map(lambda b: metrics(apply(params, b[0]), b[1]), head)
+    totals = jax.tree.map(lambda v: jnp.sum(v, axis=0) * s, per_slice)
+    if s * k < n:
+        tail = metrics(apply(params, x[k * s:]), y[k * s:])
+        totals = jax.tree.map(lambda t, v: t + v * (n - k * s), totals, tail)
+    return jax.tree.map(lambda t: t / n, totals)

@@ -15,9 +15,11 @@ previous evaluation) per evaluation, NaN from the step a run diverged; ``diverge
 reached) when the sweep has a target; probe outputs ``{probe}_{output}`` over ``{probe}_step``;
 ``run``, the index of each run along the leading axis of the final parameters.
 
-On disk a results folder holds ``config.json`` (the sweep configuration, JSON), and per
-batch-size group ``group_bs{B}.nc`` (netCDF) and ``params_bs{B}.npz`` (final parameters, leading
-[runs] axis). Each group is written atomically as soon as it finishes. Loading never unpickles.
+On disk a results folder holds ``config.json`` (the sweep configuration, JSON), ``sweep.json``
+(its fingerprint: configuration, data digest, model shapes, probes; ``jaxsgd.checkpoint``), and
+per batch-size group ``group_bs{B}.nc`` (netCDF) and ``params_bs{B}.npz`` (final parameters,
+leading [runs] axis), plus ``checkpoint_bs{B}.npz`` while a group is running. Each file is
+written atomically (temporary name, then rename). Loading never unpickles.
 """
 
 from __future__ import annotations
@@ -35,12 +37,15 @@ import jax
 import numpy as np
 import xarray as xr
 
+from jaxsgd.checkpoint import fingerprint_difference
 from jaxsgd.config import GRID_FIELDS, TARGET_METRICS, SweepConfig
+from jaxsgd.devices import barrier, is_main_process
 from jaxsgd.evaluation import evaluation_points, evaluation_steps, eval_slots
 from jaxsgd.targets import steps_to_target, target_metric_values
 
 PyTree = Any
 CONFIG_FILE = "config.json"
+SWEEP_FILE = "sweep.json"
 _GROUP_RE = re.compile(r"group_bs(\d+)\.nc$")
 
 
@@ -160,26 +165,49 @@ def _atomic_write(path: Path, write) -> None:
             os.remove(tmp)
 
 
-def prepare_output(out: str | os.PathLike, config: SweepConfig, overwrite: bool = False) -> Path:
-    """Create the results folder and write ``config.json``.
+def open_output(out: str | os.PathLike, config: SweepConfig, fingerprint: dict,
+                overwrite: bool = False) -> Path:
+    """Open the results folder of a sweep, new or resumed.
 
-    An existing non-empty folder is refused unless ``overwrite`` is true *and* it is a jaxsgd
-    results folder (holds ``config.json``), which is then emptied.
+    * missing or empty: created, with ``config.json`` and ``sweep.json`` (the fingerprint);
+    * holding the same sweep (same fingerprint): returned as it is, to resume;
+    * holding a different sweep: refused (``FileExistsError`` saying what differs), unless
+      ``overwrite``, which empties it;
+    * anything else that is not empty: refused, whatever ``overwrite`` says.
+
+    In a multi-process sweep process 0 does this and the others wait for it.
     """
     out = Path(out)
-    if out.exists() and (not out.is_dir() or any(out.iterdir())):
-        if not overwrite:
-            raise FileExistsError(
-                f"results folder {str(out)!r} already exists and is not empty; choose another "
-                "folder or pass overwrite=True (--overwrite) to replace it")
-        if not (out / CONFIG_FILE).is_file():
-            raise FileExistsError(f"refusing to overwrite {str(out)!r}: it is not a jaxsgd "
-                                  f"results folder (no {CONFIG_FILE})")
-        shutil.rmtree(out)
-    out.mkdir(parents=True, exist_ok=True)
-    text = json.dumps(config.to_dict(), indent=2, sort_keys=True)
-    _atomic_write(out / CONFIG_FILE, lambda tmp: Path(tmp).write_text(text))
+    if is_main_process():
+        if out.exists() and (not out.is_dir() or any(out.iterdir())):
+            if not (out / CONFIG_FILE).is_file():
+                raise FileExistsError(f"refusing to use {str(out)!r}: it is not empty and not a "
+                                      f"jaxsgd results folder (no {CONFIG_FILE})")
+            if overwrite:
+                shutil.rmtree(out)
+            else:
+                difference = fingerprint_difference(_stored_fingerprint(out), fingerprint)
+                if difference is not None:
+                    raise FileExistsError(
+                        f"results folder {str(out)!r} holds a different sweep ({difference}); "
+                        "choose another folder or pass overwrite=True (--overwrite) to "
+                        "replace it")
+        if not out.exists() or not any(out.iterdir()):
+            out.mkdir(parents=True, exist_ok=True)
+            text = json.dumps(config.to_dict(), indent=2, sort_keys=True)
+            _atomic_write(out / CONFIG_FILE, lambda tmp: Path(tmp).write_text(text))
+            text = json.dumps(fingerprint, indent=2, sort_keys=True)
+            _atomic_write(out / SWEEP_FILE, lambda tmp: Path(tmp).write_text(text))
+    barrier("jaxsgd-open-output")
     return out
+
+
+def _stored_fingerprint(folder: Path) -> dict:
+    try:
+        return json.loads((folder / SWEEP_FILE).read_text())
+    except (OSError, ValueError):
+        # No readable fingerprint: compare the configurations alone (data unknown).
+        return {"config": json.loads((folder / CONFIG_FILE).read_text()), "data": None}
 
 
 def _flatten_params(params: PyTree) -> dict[str, np.ndarray]:
@@ -212,6 +240,15 @@ def save_group(out: Path, ds: xr.Dataset, params: PyTree) -> None:
     _atomic_write(out / f"group_bs{b}.nc", lambda tmp: ds.to_netcdf(tmp, engine="netcdf4"))
 
 
+def load_group(path: Path, batch_size: int) -> tuple[xr.Dataset, PyTree]:
+    """Metrics and final parameters of one finished group of a results folder (no pickle)."""
+    with xr.open_dataset(path / f"group_bs{batch_size}.nc", engine="netcdf4") as ds:
+        ds = ds.load()
+    with np.load(path / f"params_bs{batch_size}.npz", allow_pickle=False) as npz:
+        params = _unflatten_params({k: npz[k] for k in npz.files})
+    return ds, params
+
+
 def load_sweep(path: str | os.PathLike) -> SweepResult:
     """Load a results folder written by ``run_sweep`` (possibly partial: finished groups only).
 
@@ -224,13 +261,9 @@ def load_sweep(path: str | os.PathLike) -> SweepResult:
     groups, params = [], {}
     for file in sorted(path.iterdir()):
         match = _GROUP_RE.match(file.name)
-        if not match:
-            continue
-        b = int(match.group(1))
-        with xr.open_dataset(file, engine="netcdf4") as ds:
-            groups.append(ds.load())
-        with np.load(path / f"params_bs{b}.npz", allow_pickle=False) as npz:
-            params[b] = _unflatten_params({k: npz[k] for k in npz.files})
+        if match:
+            ds, params[int(match.group(1))] = load_group(path, int(match.group(1)))
+            groups.append(ds)
     if not groups:
         raise FileNotFoundError(f"{str(path)!r} holds no finished batch-size group yet")
     metrics = combine(groups)

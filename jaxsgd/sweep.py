@@ -1,14 +1,16 @@
-"""The sweep engine: every run of a batch-size group as one jit-compiled, vmapped program.
+"""The sweep engine: every run of a batch-size group as one compiled program, run in chunks.
 
 ``run_sweep(config)``:
 1. validates the configuration, loads and checks the data set, builds the model — all before
    anything is compiled (bad input fails fast with a ``ConfigError``/``DataError``);
-2. puts the data on the device once; every run reads the same arrays (they enter the compiled
-   program unbatched, ``in_axes=None``);
-3. for each batch size, builds the per-run pure functions (``jaxsgd.training``), vmaps them over
-   the runs of the grid and jits them; the program is cached on the static configuration, so a
-   sweep with new learning rates, seeds or other grid values reuses it without recompiling;
-4. writes each group's labelled results as soon as it finishes (``jaxsgd.results``).
+2. opens the results folder: new, or the same sweep's (resumed: finished groups are loaded,
+   a checkpointed group continues), or refused if it holds a different sweep;
+3. puts the data on every device once (replicated; every run of a device reads the same
+   arrays) and the grid's runs split over the devices (``jaxsgd.devices``);
+4. for each batch size, runs the group's compiled programs (``jaxsgd.programs``):
+   ``init``, then ``advance`` over chunks of steps — after each chunk the progress bar moves
+   and the whole group state is checkpointed — then ``finish``;
+5. writes each group's labelled results as soon as it finishes (``jaxsgd.results``).
 
 Runs of different batch sizes are separate programs, not padded to the largest batch.
 """
@@ -18,24 +20,31 @@ from __future__ import annotations
 import json
 import os
 import time
-from functools import partial
+from dataclasses import dataclass
+from pathlib import Path
 from typing import Any, Sequence
 
 import jax
 import jax.numpy as jnp
 import numpy as np
 
+from jaxsgd.checkpoint import load_checkpoint, save_checkpoint, sweep_fingerprint
 from jaxsgd.config import ConfigError, SweepConfig, validate
 from jaxsgd.data import Dataset, check_dataset, load_dataset
+from jaxsgd.devices import (barrier, is_main_process, pad_runs, padded_size, replicate,
+                            run_mesh, shard_runs, to_host)
 from jaxsgd.evaluation import EvalData, eval_slots, evaluation_steps
 from jaxsgd.losses import Task, task_for
 from jaxsgd.models import Model, make_model
 from jaxsgd.optimizers import HParams
 from jaxsgd.probes import Probe
-from jaxsgd.results import SweepResult, combine, group_dataset, prepare_output, save_group
-from jaxsgd.training import TrainData, TrainSpec, initial_params, make_trainer
+from jaxsgd.programs import group_programs, init_params_program
+from jaxsgd.progress import SweepProgress
+from jaxsgd.results import (SweepResult, combine, group_dataset, load_group, open_output,
+                            save_group)
+from jaxsgd.training import TrainData, TrainSpec
 
-_PROGRAMS: dict[tuple, Any] = {}
+MAX_CHUNKS = 16  # default: a group runs in at most this many chunks of equal length
 
 
 def grid_hparams(config: SweepConfig) -> tuple[HParams, np.ndarray]:
@@ -70,71 +79,117 @@ def prepare(config: SweepConfig, data: Dataset | None = None, model: Model | Non
     return data, model, task
 
 
-def train_data(config: SweepConfig, data: Dataset) -> TrainData:
-    """Device copies of the training and evaluation sets, made once per sweep."""
+def train_data(config: SweepConfig, data: Dataset, mesh=None) -> TrainData:
+    """The training and evaluation sets on the devices, made once per sweep.
+
+    With a ``mesh`` every device of it gets one copy (replicated global arrays); without, the
+    default device holds them.
+    """
     m = config.eval_train_examples or data.num_train
-    x, y = jax.device_put(data.x_train), jax.device_put(data.y_train)
-    return TrainData(x=x, y=y, eval=EvalData(x_train=x[:m], y_train=y[:m],
-                                             x_test=jax.device_put(data.x_test),
-                                             y_test=jax.device_put(data.y_test)))
+    host = TrainData(x=data.x_train, y=data.y_train,
+                     eval=EvalData(x_train=data.x_train[:m], y_train=data.y_train[:m],
+                                   x_test=data.x_test, y_test=data.y_test))
+    return replicate(host, mesh) if mesh is not None else jax.device_put(host)
 
 
-def train_spec(config: SweepConfig, batch_size: int, num_train: int) -> TrainSpec:
+def train_spec(config: SweepConfig, batch_size: int, num_train: int,
+               eval_slice: int | None = 1024) -> TrainSpec:
     steps = evaluation_steps(config, batch_size)
     return TrainSpec(
         batch_size=batch_size, num_steps=config.num_steps(batch_size), num_train=num_train,
         num_eval_slots=len(np.unique(steps)), optimizer=config.optimizer,
         schedule=config.schedule, decay_boundaries=tuple(config.decay_boundaries),
-        sampling=config.sampling, divergence_factor=config.divergence_factor)
+        sampling=config.sampling, divergence_factor=config.divergence_factor,
+        eval_slice=eval_slice)
 
 
-def group_program(spec: TrainSpec, model: Model, task: Task, probes: Sequence[Probe] = (),
-                  model_key: Any = None):
-    """Jitted, vmapped (init, advance, finish) for one group; cached on the static inputs.
+def chunk_length(num_steps: int, chunk_steps: int | None) -> int:
+    """Steps per chunk: ``chunk_steps`` (capped at the run), or by default the smallest
+    divisor of ``num_steps`` giving at most ``MAX_CHUNKS`` equal chunks (one compiled shape)."""
+    if chunk_steps is not None:
+        return min(chunk_steps, num_steps)
+    return next(c for c in range(-(-num_steps // MAX_CHUNKS), num_steps + 1)
+                if num_steps % c == 0)
 
-    ``model_key`` identifies the model (e.g. its config); by default the model's functions.
-    """
-    key = (spec, _model_key(model, model_key), task.name, tuple(probes))
-    if key not in _PROGRAMS:
-        trainer = make_trainer(spec, model.init, model.apply, task.loss, task.metrics,
-                               tuple(probes))
-        _PROGRAMS[key] = (
-            jax.jit(jax.vmap(trainer.init, in_axes=(0, 0, 0, None))),
-            jax.jit(jax.vmap(trainer.advance, in_axes=(0, 0, None, None, None)),
-                    donate_argnums=0),
-            jax.jit(jax.vmap(trainer.finish, in_axes=(0, 0, None)), donate_argnums=0),
-        )
-    return _PROGRAMS[key]
+
+@dataclass
+class _Sweep:
+    """What every group of one ``run_sweep`` call shares (device arrays are global arrays)."""
+
+    config: SweepConfig
+    model: Model
+    model_key: Any
+    task: Task
+    probes: tuple[Probe, ...]
+    mesh: Any
+    data: TrainData
+    hparams: HParams  # [padded runs]
+    seeds: jax.Array  # [padded runs]
+    folder: Path | None
+    fingerprint: dict
+    chunk_steps: int | None
+    eval_slice: int | None
+    progress: SweepProgress
+    _params: Any = None
+
+    @property
+    def num_runs(self) -> int:
+        return self.config.grid.num_runs
+
+    def initial_params(self):
+        """Initial parameters of every run [padded runs, ...], computed once per sweep."""
+        if self._params is None:
+            program = init_params_program(self.model, self.mesh, self.model_key)
+            self._params = program(self.seeds)
+        return self._params
 
 
 def _model_key(model: Model, model_key: Any) -> Any:
+    """Identity of a model for the program cache: its config, or its functions."""
     return model_key if model_key is not None else (model.init, model.apply)
 
 
-def init_program(model: Model, model_key: Any = None):
-    """Jitted, vmapped ``seeds [runs] -> initial params [runs, ...]``, cached per model.
-
-    Initial parameters depend on the seed only, so one call serves every batch-size group
-    (compiling a vmapped flax init costs ~2.5 s on CPU: once a sweep, not once a group).
-    """
-    key = ("init", _model_key(model, model_key))
-    if key not in _PROGRAMS:
-        _PROGRAMS[key] = jax.jit(jax.vmap(partial(initial_params, model.init)))
-    return _PROGRAMS[key]
+def _unpad(tree, runs: int):
+    return jax.tree.map(lambda a: a[:runs], tree)
 
 
-def run_group(config: SweepConfig, batch_size: int, data: TrainData, model: Model, task: Task,
-              probes: Sequence[Probe] = (), model_key: Any = None):
-    """Train every run of the grid at one batch size; returns the final ``RunState`` (device)."""
-    spec = train_spec(config, batch_size, int(data.x.shape[0]))
-    init, advance, finish = group_program(spec, model, task, probes, model_key)
-    hp, seeds = grid_hparams(config)
-    slot_of_step, _ = eval_slots(evaluation_steps(config, batch_size), spec.num_steps)
-    params = init_program(model, model_key)(seeds)
-    state = init(hp, seeds, params, data)
-    state = advance(state, hp, data, jnp.arange(spec.num_steps, dtype=jnp.int32),
-                    jnp.asarray(slot_of_step))
-    return finish(state, hp, data)
+def run_group(sweep: _Sweep, batch_size: int):
+    """Train every run at one batch size, in chunks; returns the final ``RunState`` on the
+    host (numpy, ``[runs, ...]``, no padding). Resumes from the group's checkpoint if any."""
+    config, runs = sweep.config, sweep.num_runs
+    spec = train_spec(config, batch_size, int(sweep.data.x.shape[0]), sweep.eval_slice)
+    programs = group_programs(spec, sweep.model, sweep.task, sweep.probes, sweep.mesh,
+                              sweep.model_key)
+    slots, _ = eval_slots(evaluation_steps(config, batch_size), spec.num_steps)
+    steps = np.arange(spec.num_steps, dtype=np.int32)
+    chunk = chunk_length(spec.num_steps, sweep.chunk_steps)
+    path = sweep.folder / f"checkpoint_bs{batch_size}.npz" if sweep.folder else None
+    padded_shape = jax.eval_shape(programs.init, sweep.hparams, sweep.seeds,
+                                  sweep.initial_params(), sweep.data)
+    expected = {"fingerprint": sweep.fingerprint, "batch_size": batch_size, "num_runs": runs}
+    start = 0
+    if path is not None and path.is_file():
+        template = jax.tree.map(lambda s: jax.ShapeDtypeStruct((runs, *s.shape[1:]), s.dtype),
+                                padded_shape)
+        host, header = load_checkpoint(path, template, expected)
+        start = int(header["next_step"])
+        state = shard_runs(pad_runs(host, padded_size(runs, sweep.mesh)), sweep.mesh)
+    else:
+        state = programs.init(sweep.hparams, sweep.seeds, sweep.initial_params(), sweep.data)
+    sweep.progress.start_group(batch_size, runs, done_steps=start)
+    for first in range(start, spec.num_steps, chunk):
+        last = min(first + chunk, spec.num_steps)
+        span = replicate((steps[first:last], slots[first:last]), sweep.mesh)
+        state = programs.advance(state, sweep.hparams, sweep.data, *span)
+        if path is not None and last < spec.num_steps:
+            host = _unpad(to_host(state), runs)
+            if is_main_process():
+                save_checkpoint(path, host, dict(expected, next_step=last, chunk_steps=chunk))
+        else:
+            jax.block_until_ready(state)
+        sweep.progress.advance(last - first)
+    state = programs.finish(state, sweep.hparams, sweep.data)
+    return _unpad(to_host(state), runs)
 
 
 def run_sweep(
@@ -146,41 +201,79 @@ def run_sweep(
     probes: Sequence[Probe] = (),
     overwrite: bool = False,
     verbose: bool = False,
+    progress: bool = True,
+    chunk_steps: int | None = None,
+    devices: Sequence[Any] | None = None,
+    eval_slice: int | None = 1024,
 ) -> SweepResult:
     """Run every (batch size × grid point) of ``config``; return labelled results.
 
     Args:
       config: the sweep (``SweepConfig``); its grid values are traced, never recompiled.
-      out: results folder; each group is written there when it finishes. An existing non-empty
-        folder is refused unless ``overwrite``.
+      out: results folder; each group is written there when it finishes and checkpointed
+        after every chunk. If it already holds this same sweep, the sweep resumes (finished
+        groups are loaded, a checkpointed group continues); a different sweep there is
+        refused unless ``overwrite``.
       data: a ``Dataset`` to use instead of ``config.data`` (e.g. ``jaxsgd.data.from_arrays``).
       model: a ``Model`` to use instead of ``config.model``.
       probes: measurements run inside the training scan (``jaxsgd.probes``).
-      verbose: print one line per finished group (compile and run times).
+      verbose: print one line per finished group.
+      progress: show a progress bar (runs, steps, examples/s, ETA) between chunks.
+      chunk_steps: optimizer steps per chunk (default: at most 16 equal chunks per group).
+        Results do not depend on it beyond float rounding; a resumed sweep equals an
+        uninterrupted one bitwise when both use the same chunk length.
+      devices: devices to split the runs over (default: all devices of all processes).
+      eval_slice: evaluation examples per slice (bounds evaluation memory to
+        ``runs x eval_slice`` activations); None evaluates each set at once.
     """
+    if chunk_steps is not None and (isinstance(chunk_steps, bool) or chunk_steps < 1):
+        raise ConfigError(f"chunk_steps: {chunk_steps!r} must be a positive integer")
+    if eval_slice is not None and (isinstance(eval_slice, bool) or eval_slice < 1):
+        raise ConfigError(f"eval_slice: {eval_slice!r} must be a positive integer or None")
     dataset, model_obj, task = prepare(config, data, model)
     model_key = None if model is not None else (
         config.model, json.dumps(dict(config.model_options), sort_keys=True),
         dataset.input_shape, dataset.num_outputs)
-    folder = prepare_output(out, config, overwrite) if out is not None else None
-    device_data = train_data(config, dataset)
+    model_key = _model_key(model_obj, model_key)
+    probes = tuple(probes)
+    mesh = run_mesh(devices)
+    folder, fingerprint = None, {}
+    if out is not None:
+        fingerprint = sweep_fingerprint(config.to_dict(), dataset,
+                                        jax.eval_shape(model_obj.init, jax.random.key(0)), probes)
+        folder = open_output(out, config, fingerprint, overwrite)
+    hp, seeds = pad_runs(grid_hparams(config), padded_size(config.grid.num_runs, mesh))
+    total = sum(config.num_steps(b) for b in config.batch_sizes)
+    sweep = _Sweep(config=config, model=model_obj, model_key=model_key, task=task,
+                   probes=probes, mesh=mesh, data=train_data(config, dataset, mesh),
+                   hparams=shard_runs(hp, mesh), seeds=shard_runs(seeds, mesh), folder=folder,
+                   fingerprint=fingerprint, chunk_steps=chunk_steps, eval_slice=eval_slice,
+                   progress=SweepProgress(total, enabled=progress and is_main_process()))
     groups, params = [], {}
-    for batch_size in config.batch_sizes:
-        start = time.perf_counter()
-        state = run_group(config, batch_size, device_data, model_obj, task, probes, model_key)
-        state = jax.device_get(state)
-        probe_outputs = {p.name: (p.every, o) for p, o in zip(probes, state.probe_outputs)}
-        ds = group_dataset(config, batch_size, state.evals, np.asarray(state.diverged_step),
-                           probe_outputs)
-        groups.append(ds)
-        params[batch_size] = state.params
-        if folder is not None:
-            save_group(folder, ds, state.params)
-        if verbose:
-            runs = config.grid.num_runs
-            steps = config.num_steps(batch_size)
-            print(f"batch size {batch_size}: {runs} runs x {steps} steps in "
-                  f"{time.perf_counter() - start:.1f} s", flush=True)
+    try:
+        for batch_size in config.batch_sizes:
+            if folder is not None and (folder / f"group_bs{batch_size}.nc").is_file():
+                ds, params[batch_size] = load_group(folder, batch_size)
+                groups.append(ds)
+                sweep.progress.skip(config.num_steps(batch_size))
+                continue
+            start = time.perf_counter()
+            state = run_group(sweep, batch_size)
+            probe_outputs = {p.name: (p.every, o) for p, o in zip(probes, state.probe_outputs)}
+            ds = group_dataset(config, batch_size, state.evals, np.asarray(state.diverged_step),
+                               probe_outputs)
+            groups.append(ds)
+            params[batch_size] = state.params
+            if folder is not None and is_main_process():
+                save_group(folder, ds, state.params)
+                (folder / f"checkpoint_bs{batch_size}.npz").unlink(missing_ok=True)
+            if verbose:
+                sweep.progress.write(
+                    f"batch size {batch_size}: {sweep.num_runs} runs x "
+                    f"{config.num_steps(batch_size)} steps in {time.perf_counter() - start:.1f} s")
+    finally:
+        sweep.progress.close()
+    barrier("jaxsgd-sweep-done")
     metrics = combine(groups)
     metrics.attrs["complete"] = 1
     return SweepResult(config=config, metrics=metrics, params=params)

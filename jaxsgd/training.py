@@ -47,6 +47,7 @@ class TrainSpec:
     decay_boundaries: tuple[float, ...] = (0.5, 0.75)
     sampling: str = "epoch"
     divergence_factor: float = 10.0
+    eval_slice: int | None = 1024  # evaluation examples per slice (memory), None: all at once
 
 
 class TrainData(NamedTuple):
@@ -68,7 +69,7 @@ class RunState(NamedTuple):
     params: PyTree
     opt_state: PyTree
     sampler: SamplerState
-    data_key: jax.Array
+    data_key: jax.Array  # raw key data (jax.random.key_data): every leaf is a plain array
     probe_key: jax.Array
     initial_loss: jax.Array
     diverged: jax.Array
@@ -137,12 +138,13 @@ def make_trainer(
                               spec.decay_boundaries)
 
     def minibatch(state: RunState, data: TrainData, step):
-        sampler, idx = sample_indices(state.sampler, state.data_key, step, spec.batch_size,
+        sampler, idx = sample_indices(state.sampler, jax.random.wrap_key_data(state.data_key),
+                                      step, spec.batch_size,
                                       spec.num_train, spec.sampling)
         return sampler, (data.x[idx], data.y[idx])
 
     def record_eval(state: RunState, data: TrainData, slot) -> RunState:
-        values = evaluate(model_apply, metrics, state.params, data.eval)
+        values = evaluate(model_apply, metrics, state.params, data.eval, spec.eval_slice)
         values["batch_loss"] = state.loss_sum / state.loss_count  # NaN before the first step
         evals = {k: buf.at[slot].set(values[k]) for k, buf in state.evals.items()}
         return state._replace(evals=evals, loss_sum=jnp.zeros_like(state.loss_sum),
@@ -168,7 +170,7 @@ def make_trainer(
         return RunState(
             params=params, opt_state=opt_state,
             sampler=init_sampler(spec.num_train, spec.sampling),
-            data_key=k_data, probe_key=k_probe,
+            data_key=jax.random.key_data(k_data), probe_key=jax.random.key_data(k_probe),
             initial_loss=jnp.float32(jnp.nan), diverged=jnp.bool_(False),
             diverged_step=jnp.int32(-1), loss_sum=jnp.float32(0.0), loss_count=jnp.float32(0.0),
             evals=evals, probe_states=tuple(probe_states), probe_outputs=tuple(probe_outputs))
@@ -177,7 +179,8 @@ def make_trainer(
         states, outputs = list(state.probe_states), list(state.probe_outputs)
         for i, probe in enumerate(probes):
             def measured(pstate, pout, probe=probe, i=i):
-                key = jax.random.fold_in(jax.random.fold_in(state.probe_key, i), step)
+                run_key = jax.random.wrap_key_data(state.probe_key)
+                key = jax.random.fold_in(jax.random.fold_in(run_key, i), step)
                 pstate, values = probe.measure(loss_fn, state.params, state.opt_state, batch,
                                                key, step, pstate)
                 slot = step // probe.every

@@ -4,6 +4,11 @@ import os
 
 import pytest
 
+# Every test runs on 4 simulated CPU devices (set before JAX starts), so the whole suite
+# exercises the run axis sharded over devices, with run counts that are not multiples of 4.
+os.environ.setdefault("JAX_NUM_CPU_DEVICES", "4")
+NUM_DEVICES = int(os.environ["JAX_NUM_CPU_DEVICES"])
+
 
 def pytest_configure(config):
     # Generated data sets go to a per-run cache, never the user's ~/.cache.

@@ -185,8 +185,26 @@ def test_existing_out_folder_is_refused(tmp_path, capsys):
 
     assert main(["sweep", config, "--out", str(out)]) == 2
     line = _error_line(capsys)
-    assert str(out) in line and "--overwrite" in line
+    assert str(out) in line and "not a jaxsgd results folder" in line
     assert (out / "notes.txt").read_text() == "keep me"
+
+
+def test_rerunning_the_same_sweep_resumes_and_another_sweep_is_refused(tiny_sweep, tmp_path,
+                                                                        capsys):
+    out, _, stdout, config = tiny_sweep
+    before = {p.name: p.read_bytes() for p in out.glob("*_bs*")}
+
+    assert main(["sweep", config, "--out", str(out), "--no-figure"]) == 0
+    again = capsys.readouterr().out
+    assert _table_rows(again) == _table_rows(stdout)  # finished groups loaded, not rerun
+    assert "runs x" not in again
+    assert {p.name: p.read_bytes() for p in out.glob("*_bs*")} == before
+
+    changed = _write(tmp_path, _replace(TINY, "budget = 512", "budget = 256"))
+    assert main(["sweep", changed, "--out", str(out)]) == 2
+    line = _error_line(capsys)
+    assert "different sweep" in line and "training.budget is 256 here but 512" in line
+    assert "--overwrite" in line
 
 
 def test_overwrite_never_deletes_a_folder_that_is_not_a_results_folder(tmp_path, capsys):

@@ -131,8 +131,11 @@ def test_existing_results_folder_is_never_silently_overwritten(mnist1d_small, tm
     out = tmp_path / "r"
     run_sweep(config(batch_sizes=(16,)), out, data=mnist1d_small)
     before = (out / "group_bs16.nc").read_bytes()
-    with pytest.raises(FileExistsError, match="already exists"):
-        run_sweep(config(batch_sizes=(16,)), out, data=mnist1d_small)
+    with pytest.raises(FileExistsError, match=r"different sweep \(training.budget is 30 here"):
+        run_sweep(config(batch_sizes=(16,), budget=30), out, data=mnist1d_small)
+    shifted = mnist1d_small._replace(x_train=mnist1d_small.x_train + 1.0)
+    with pytest.raises(FileExistsError, match="the data set differs"):
+        run_sweep(config(batch_sizes=(16,)), out, data=shifted)
     assert (out / "group_bs16.nc").read_bytes() == before
     other = tmp_path / "mine"
     other.mkdir()
@@ -149,10 +152,10 @@ def test_interrupted_sweep_keeps_finished_groups(mnist1d_small, tmp_path, monkey
 
     real = sweep.run_group
 
-    def dies_on_second_group(config, batch_size, *args, **kwargs):
+    def dies_on_second_group(sweep_state, batch_size, *args, **kwargs):
         if batch_size == 64:
             raise KeyboardInterrupt
-        return real(config, batch_size, *args, **kwargs)
+        return real(sweep_state, batch_size, *args, **kwargs)
 
     monkeypatch.setattr(sweep, "run_group", dies_on_second_group)
     with pytest.raises(KeyboardInterrupt):
