@@ -11,7 +11,7 @@ Where things live (one concept per module):
   evaluation    evaluation schedule and full-set evaluation
   probes        measurements inside the training scan
   training      one run as pure functions (init / advance / finish)
-  devices       one CPU device per core; the mesh over runs; run-sharded global arrays
+  devices       CPU devices (4 per core); the mesh over runs; run-sharded global arrays
   programs      a group's programs: jit(shard_map(vmap(...))) over the runs
   checkpoint    group checkpoints and the sweep fingerprint that guards resuming
   progress      the progress bar
@@ -23,7 +23,7 @@ Where things live (one concept per module):
   cli           the `jaxsgd` command
 """
 
-# Before anything starts JAX: one CPU device per core, and the persistent compilation cache.
+# Before anything starts JAX: 4 CPU devices per core, and the persistent compilation cache.
 from jaxsgd.devices import configure_cpu_devices
 
 configure_cpu_devices()

@@ -1,8 +1,8 @@
 """Progress of a sweep: one tqdm bar over every optimizer step of every batch-size group.
 
 The bar advances between chunks (the engine's only host synchronisations) and shows the group
-being run, its number of runs, the training examples per second over all runs, and tqdm's
-elapsed time and ETA. ``enabled=False`` (``run_sweep(progress=False)``, ``jaxsgd sweep
+being run, its number of runs, the training examples per second over all runs (from the end of
+the group's first chunk, so compilation does not count), and tqdm's elapsed time and ETA. ``enabled=False`` (``run_sweep(progress=False)``, ``jaxsgd sweep
 --no-progress``) turns it off for logs and notebooks; only process 0 of a multi-process sweep
 shows it.
 """
@@ -23,7 +23,7 @@ class SweepProgress:
                          desc="sweep", smoothing=0.1)
         self._batch_size = self._runs = 0
         self._examples = 0
-        self._started = time.perf_counter()
+        self._started: float | None = None
 
     def start_group(self, batch_size: int, runs: int, done_steps: int = 0) -> None:
         """A group begins (or resumes with ``done_steps`` already done)."""
@@ -31,13 +31,17 @@ class SweepProgress:
         self._bar.set_description(f"B={batch_size} x {runs} runs")
         if done_steps:
             self._bar.update(done_steps)
-        self._examples, self._started = 0, time.perf_counter()
+        self._examples, self._started = 0, None
 
     def advance(self, steps: int) -> None:
         """``steps`` more optimizer steps of every run of the current group are done."""
-        self._examples += steps * self._batch_size * self._runs
-        rate = self._examples / max(time.perf_counter() - self._started, 1e-9)
-        self._bar.set_postfix_str(f"{rate:,.0f} examples/s", refresh=False)
+        now = time.perf_counter()
+        if self._started is None:  # the first chunk includes compilation: not in the rate
+            self._started = now
+        else:
+            self._examples += steps * self._batch_size * self._runs
+            rate = self._examples / max(now - self._started, 1e-9)
+            self._bar.set_postfix_str(f"{rate:,.0f} examples/s", refresh=False)
         self._bar.update(steps)
 
     def skip(self, steps: int) -> None:

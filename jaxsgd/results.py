@@ -175,30 +175,32 @@ def open_output(out: str | os.PathLike, config: SweepConfig, fingerprint: dict,
       ``overwrite``, which empties it;
     * anything else that is not empty: refused, whatever ``overwrite`` says.
 
-    In a multi-process sweep process 0 does this and the others wait for it.
+    In a multi-process sweep every process makes the checks (so all raise the same error),
+    then process 0 alone changes the folder while the others wait.
     """
     out = Path(out)
+    replace = False
+    if out.exists() and (not out.is_dir() or any(out.iterdir())):
+        if not (out / CONFIG_FILE).is_file():
+            raise FileExistsError(f"refusing to use {str(out)!r}: it is not empty and not a "
+                                  f"jaxsgd results folder (no {CONFIG_FILE})")
+        replace = overwrite
+        difference = fingerprint_difference(_stored_fingerprint(out), fingerprint)
+        if difference is not None and not overwrite:
+            raise FileExistsError(
+                f"results folder {str(out)!r} holds a different sweep ({difference}); choose "
+                "another folder or pass overwrite=True (--overwrite) to replace it")
+    barrier("jaxsgd-output-checked")
     if is_main_process():
-        if out.exists() and (not out.is_dir() or any(out.iterdir())):
-            if not (out / CONFIG_FILE).is_file():
-                raise FileExistsError(f"refusing to use {str(out)!r}: it is not empty and not a "
-                                      f"jaxsgd results folder (no {CONFIG_FILE})")
-            if overwrite:
-                shutil.rmtree(out)
-            else:
-                difference = fingerprint_difference(_stored_fingerprint(out), fingerprint)
-                if difference is not None:
-                    raise FileExistsError(
-                        f"results folder {str(out)!r} holds a different sweep ({difference}); "
-                        "choose another folder or pass overwrite=True (--overwrite) to "
-                        "replace it")
+        if replace:
+            shutil.rmtree(out)
         if not out.exists() or not any(out.iterdir()):
             out.mkdir(parents=True, exist_ok=True)
             text = json.dumps(config.to_dict(), indent=2, sort_keys=True)
             _atomic_write(out / CONFIG_FILE, lambda tmp: Path(tmp).write_text(text))
             text = json.dumps(fingerprint, indent=2, sort_keys=True)
             _atomic_write(out / SWEEP_FILE, lambda tmp: Path(tmp).write_text(text))
-    barrier("jaxsgd-open-output")
+    barrier("jaxsgd-output-ready")
     return out
 
 

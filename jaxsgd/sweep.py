@@ -236,7 +236,7 @@ def run_sweep(
         dataset.input_shape, dataset.num_outputs)
     model_key = _model_key(model_obj, model_key)
     probes = tuple(probes)
-    mesh = run_mesh(devices)
+    mesh = run_mesh(devices, max_size=config.grid.num_runs)
     folder, fingerprint = None, {}
     if out is not None:
         fingerprint = sweep_fingerprint(config.to_dict(), dataset,

@@ -237,7 +237,7 @@ def _device_count(env, code="import jaxsgd, jax; print(jax.device_count())"):
 def test_cpu_device_count_is_chosen_before_jax_starts():
     base = {k: v for k, v in os.environ.items()
             if k not in ("JAX_NUM_CPU_DEVICES", "XLA_FLAGS", "JAXSGD_CPU_DEVICES")}
-    assert _device_count(base)[0] == str(len(os.sched_getaffinity(0)))
+    assert _device_count(base)[0] == str(4 * len(os.sched_getaffinity(0)))
     assert _device_count(base | {"JAXSGD_CPU_DEVICES": "3"})[0] == "3"
     assert _device_count(base | {"JAX_NUM_CPU_DEVICES": "5"})[0] == "5"  # the user's choice
     # JAX already running: jaxsgd warns (an error here, by -W) instead of pretending.
