@@ -164,11 +164,14 @@ def run_group(sweep: _Sweep, batch_size: int):
     steps = np.arange(spec.num_steps, dtype=np.int32)
     chunk = chunk_length(spec.num_steps, sweep.chunk_steps)
     path = sweep.folder / f"checkpoint_bs{batch_size}.npz" if sweep.folder else None
-    padded_shape = jax.eval_shape(programs.init, sweep.hparams, sweep.seeds,
-                                  sweep.initial_params(), sweep.data)
     expected = {"fingerprint": sweep.fingerprint, "batch_size": batch_size, "num_runs": runs}
     start = 0
     if path is not None and path.is_file():
+        # The state's structure, without computing (or compiling) initial parameters.
+        params_shape = jax.eval_shape(
+            init_params_program(sweep.model, sweep.mesh, sweep.model_key), sweep.seeds)
+        padded_shape = jax.eval_shape(programs.init, sweep.hparams, sweep.seeds, params_shape,
+                                      sweep.data)
         template = jax.tree.map(lambda s: jax.ShapeDtypeStruct((runs, *s.shape[1:]), s.dtype),
                                 padded_shape)
         host, header = load_checkpoint(path, template, expected)
