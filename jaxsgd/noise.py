@@ -1,0 +1,183 @@
+"""The gradient noise scale (McCandlish et al. 2018), exact and from batch-gradient norms.
+
+Notation (SCIENCE.md): per-example gradients g_i of a mean loss, G = mean_i g_i,
+Σ = Cov(g_i), B_simple = tr Σ / |G|².
+
+* ``gradient_noise_scale(loss_fn, params, batch)`` — exact over a batch of n examples treated
+  as the population: |G|² and tr Σ = mean_i |g_i|² − |G|² (1/n). With ``unbiased=True`` the batch
+  is a sample of a larger population instead: tr Σ gets n/(n − 1) and |G|² loses tr Σ/n, the
+  unbiased estimators of the population's tr Σ and |E g|². Per-example gradients come from
+  ``vmap(grad)`` in slices of ``slice_size`` examples (``lax.map``), so memory holds
+  ``slice_size`` gradients at a time, never n. Also per parameter leaf (``per_leaf``).
+* ``two_batch_noise_scale(...)`` — the unbiased estimator from the squared norms of two batch
+  gradients of sizes B_small < B_big, with the finite-data correction for batches drawn
+  without replacement from N examples (E|G_B|² = |G|² + tr Σ/B · (N − B)/(N − 1)).
+* ``noise_scale_ema(decay)`` — an optax-style ``(init, update)`` pair that smooths the two
+  estimates with *separate* exponential moving averages and reports EMA(tr Σ)/EMA(|G|²), never
+  the mean of per-step ratios (biased, and |G|²_est is often negative on a single step).
+
+Every function is pure and works under ``jit`` and ``vmap`` (e.g. over a sweep's runs).
+"""
+
+from __future__ import annotations
+
+from typing import Any, Callable, NamedTuple
+
+import jax
+import jax.numpy as jnp
+
+PyTree = Any
+
+
+class NoiseScale(NamedTuple):
+    """Noise-scale quantities (scalars, or per leaf in ``per_leaf``).
+
+    grad_sq_norm: |G|² (squared norm of the mean gradient).
+    trace_cov: tr Σ (total variance of per-example gradients).
+    b_simple: tr Σ / |G|², in examples.
+    per_leaf: the same three for each parameter leaf, as pytrees shaped like ``params``
+        (``None`` where not computed).
+    """
+
+    grad_sq_norm: jax.Array
+    trace_cov: jax.Array
+    b_simple: jax.Array
+    per_leaf: "NoiseScale | None" = None
+
+
+def _batch_size(batch: PyTree) -> int:
+    sizes = {leaf.shape[0] for leaf in jax.tree.leaves(batch)}
+    if len(sizes) != 1:
+        raise ValueError(f"batch: leaves have different leading (example) sizes {sorted(sizes)}")
+    return sizes.pop()
+
+
+def per_example_gradient_moments(
+    loss_fn: Callable[[PyTree, PyTree], jax.Array],
+    params: PyTree,
+    batch: PyTree,
+    slice_size: int | None = None,
+) -> tuple[PyTree, PyTree]:
+    """(Σ_i g_i, Σ_i |g_i|² per leaf) over the n examples of ``batch``.
+
+    ``loss_fn(params, batch)`` is a mean loss; g_i is its gradient on example i alone. The sums
+    are accumulated over slices of ``slice_size`` examples (default: all at once); n must be
+    a multiple of it.
+    """
+    n = _batch_size(batch)
+    size = n if slice_size is None else slice_size
+    if size < 1 or n % size:
+        raise ValueError(f"slice_size: {slice_size!r} must divide the batch size {n}")
+
+    def one(example):
+        return jax.grad(loss_fn)(params, jax.tree.map(lambda a: a[None], example))
+
+    def moments(examples):
+        grads = jax.vmap(one)(examples)
+        return (jax.tree.map(lambda g: jnp.sum(g, axis=0), grads),
+                jax.tree.map(lambda g: jnp.sum(jnp.square(g)), grads))
+
+    slices = jax.tree.map(lambda a: a.reshape(n // size, size, *a.shape[1:]), batch)
+    sums, squares = jax.lax.map(moments, slices)
+    return (jax.tree.map(lambda s: jnp.sum(s, axis=0), sums),
+            jax.tree.map(lambda s: jnp.sum(s, axis=0), squares))
+
+
+def _finish(grad_sq, mean_sq, n, unbiased):
+    trace = mean_sq - grad_sq
+    if unbiased:
+        trace = trace * n / (n - 1)
+        grad_sq = grad_sq - trace / n
+    return grad_sq, trace, trace / grad_sq
+
+
+def gradient_noise_scale(
+    loss_fn: Callable[[PyTree, PyTree], jax.Array],
+    params: PyTree,
+    batch: PyTree,
+    *,
+    unbiased: bool = False,
+    slice_size: int | None = None,
+) -> NoiseScale:
+    """Exact |G|², tr Σ and B_simple over ``batch`` from per-example gradients (see module).
+
+    Args:
+      loss_fn: ``loss_fn(params, batch) -> scalar`` mean loss over the batch's examples.
+      params: parameter pytree.
+      batch: pytree of arrays with a leading example axis of size n (≥ 2 when unbiased).
+      unbiased: treat the batch as a sample (n/(n−1) and the |G|² bias correction).
+      slice_size: examples per ``vmap(grad)`` slice (bounds memory); must divide n.
+    """
+    n = _batch_size(batch)
+    if unbiased and n < 2:
+        raise ValueError(f"batch: {n} example(s); the unbiased noise scale needs at least 2")
+    sums, squares = per_example_gradient_moments(loss_fn, params, batch, slice_size)
+    leaf_grad_sq = jax.tree.map(lambda s: jnp.sum(jnp.square(s / n)), sums)
+    leaf_mean_sq = jax.tree.map(lambda q: q / n, squares)
+    per_leaf = NoiseScale(*(
+        jax.tree.map(lambda g, m, i=i: _finish(g, m, n, unbiased)[i], leaf_grad_sq, leaf_mean_sq)
+        for i in range(3)))
+    total = _finish(sum(jax.tree.leaves(leaf_grad_sq)), sum(jax.tree.leaves(leaf_mean_sq)), n,
+                    unbiased)
+    return NoiseScale(*total, per_leaf=per_leaf)
+
+
+def batch_noise_factor(batch_size, num_train=None):
+    """The factor c(B) in E|G_B|² = |G|² + c(B)·tr Σ: 1/B, or (N − B)/((N − 1)·B) for a batch
+    drawn without replacement from N examples (Σ with the population's 1/N normalisation)."""
+    b = jnp.asarray(batch_size, jnp.float32)
+    if num_train is None:
+        return 1.0 / b
+    return (num_train - b) / ((num_train - 1.0) * b)
+
+
+def two_batch_noise_scale(small_sq_norm, big_sq_norm, b_small, b_big, num_train=None):
+    """Unbiased (|G|²_est, tr Σ_est) from |G_small|² and |G_big|² (McCandlish et al., App. A).
+
+    tr Σ_est = (|G_small|² − |G_big|²) / (c(B_small) − c(B_big)),
+    |G|²_est = |G_big|² − c(B_big)·tr Σ_est, with c from ``batch_noise_factor`` (1/B without
+    ``num_train``, which reproduces the paper's (B_big|G_big|² − B_small|G_small|²)/(B_big −
+    B_small)). Single estimates are noisy and |G|²_est can be negative: average (or EMA) the two
+    before taking their ratio. Returns (grad_sq_norm, trace_cov), same shapes as the inputs.
+    """
+    c_small = batch_noise_factor(b_small, num_train)
+    c_big = batch_noise_factor(b_big, num_train)
+    trace = (small_sq_norm - big_sq_norm) / (c_small - c_big)
+    return big_sq_norm - c_big * trace, trace
+
+
+class NoiseScaleEMAState(NamedTuple):
+    """Running EMAs of |G|²_est and tr Σ_est, and the number of updates (for debiasing)."""
+
+    grad_sq_norm: jax.Array
+    trace_cov: jax.Array
+    count: jax.Array
+
+
+class NoiseScaleEMA(NamedTuple):
+    """``init() -> state``; ``update(state, small_sq, big_sq, b_small, b_big) -> (state,
+    NoiseScale)`` with the debiased EMAs and their ratio B_simple."""
+
+    init: Callable[[], NoiseScaleEMAState]
+    update: Callable[..., tuple[NoiseScaleEMAState, NoiseScale]]
+
+
+def noise_scale_ema(decay: float = 0.99, num_train: int | None = None) -> NoiseScaleEMA:
+    """Track B_simple during training from two batch-gradient norms per step (see module)."""
+    if not 0.0 <= decay < 1.0:
+        raise ValueError(f"decay: {decay!r} must be in [0, 1)")
+
+    def init() -> NoiseScaleEMAState:
+        zero = jnp.zeros((), jnp.float32)
+        return NoiseScaleEMAState(zero, zero, jnp.zeros((), jnp.int32))
+
+    def update(state, small_sq_norm, big_sq_norm, b_small, b_big):
+        g, s = two_batch_noise_scale(small_sq_norm, big_sq_norm, b_small, b_big, num_train)
+        g_ema = decay * state.grad_sq_norm + (1 - decay) * g
+        s_ema = decay * state.trace_cov + (1 - decay) * s
+        count = state.count + 1
+        debias = 1 - decay ** count.astype(jnp.float32)
+        g_hat, s_hat = g_ema / debias, s_ema / debias
+        return NoiseScaleEMAState(g_ema, s_ema, count), NoiseScale(g_hat, s_hat, s_hat / g_hat)
+
+    return NoiseScaleEMA(init=init, update=update)
