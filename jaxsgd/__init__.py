@@ -10,7 +10,7 @@ Where things live (one concept per module):
   sampling      minibatch sampling inside the scan
   evaluation    evaluation schedule and full-set evaluation
   probes        measurements inside the training scan
-  noise         gradient noise scale: exact per-example, two-batch estimator, EMA tracker
+  noise         gradient noise scale: exact per-example, two-batch, EMA tracker, B_noise
   training      one run as pure functions (init / advance / finish)
   devices       CPU devices (4 per core); the mesh over runs; run-sharded global arrays
   programs      a group's programs: jit(shard_map(vmap(...))) over the runs
@@ -35,7 +35,8 @@ from jaxsgd.data import DATASETS, DataError, Dataset, from_arrays, load_dataset
 from jaxsgd.losses import Task, accuracy, cross_entropy, make_loss_fn, mse, task_for
 from jaxsgd.models import MODELS, Model, make_model
 from jaxsgd.optimizers import HParams, learning_rate_multiplier, make_optimizer
-from jaxsgd.noise import NoiseScale, gradient_noise_scale, noise_scale_ema, two_batch_noise_scale
+from jaxsgd.noise import (HessianNoiseScale, NoiseScale, gradient_noise_scale, hessian_noise_scale,
+                          noise_scale_ema, two_batch_noise_scale)
 from jaxsgd.probes import Probe, gradient_norm
 from jaxsgd.results import SweepResult, load_sweep
 from jaxsgd.plotting import plot_sweep
@@ -48,9 +49,9 @@ __version__ = "0.1.0"
 
 __all__ = [
     "DATASETS", "GRID_FIELDS", "MODELS", "OPTIMIZERS", "SCHEDULES",
-    "CheckpointError", "ConfigError", "DataError", "Dataset", "Grid", "HParams", "Model", "NoiseScale", "Probe", "SweepConfig",
+    "CheckpointError", "ConfigError", "DataError", "Dataset", "Grid", "HParams", "HessianNoiseScale", "Model", "NoiseScale", "Probe", "SweepConfig",
     "SweepResult", "Task",
-    "accuracy", "best_learning_rate", "cross_entropy", "from_arrays", "gradient_noise_scale", "gradient_norm", "learning_rate_multiplier",
+    "accuracy", "best_learning_rate", "cross_entropy", "from_arrays", "gradient_noise_scale", "gradient_norm", "hessian_noise_scale", "learning_rate_multiplier",
     "load_dataset", "load_sweep", "make_loss_fn", "make_model", "make_optimizer",
     "make_trainer", "mse", "noise_scale_ema", "plot_sweep", "run_sweep", "steps_to_target", "summarize", "task_for", "two_batch_noise_scale", "validate",
 ]

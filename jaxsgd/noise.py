@@ -12,6 +12,10 @@ Notation (SCIENCE.md): per-example gradients g_i of a mean loss, G = mean_i g_i,
 * ``two_batch_noise_scale(...)`` — the unbiased estimator from the squared norms of two batch
   gradients of sizes B_small < B_big, with the finite-data correction for batches drawn
   without replacement from N examples (E|G_B|² = |G|² + tr Σ/B · (N − B)/(N − 1)).
+* ``hessian_noise_scale(loss_fn, params, batch, key)`` — B_noise = tr(HΣ)/(GᵀHG) with
+  Hessian-vector products (forward-over-reverse): tr(HΣ) = mean_i (g_i − G)ᵀH(g_i − G) over
+  every example, or an unbiased estimate from ``num_examples`` of them drawn with ``key``;
+  also ε_max = |G|²/(GᵀHG), the optimal step of the full gradient.
 * ``noise_scale_ema(decay)`` — an optax-style ``(init, update)`` pair that smooths the two
   estimates with *separate* exponential moving averages and reports EMA(tr Σ)/EMA(|G|²), never
   the mean of per-step ratios (biased, and |G|²_est is often negative on a single step).
@@ -181,3 +185,76 @@ def noise_scale_ema(decay: float = 0.99, num_train: int | None = None) -> NoiseS
         return NoiseScaleEMAState(g_ema, s_ema, count), NoiseScale(g_hat, s_hat, s_hat / g_hat)
 
     return NoiseScaleEMA(init=init, update=update)
+
+
+class HessianNoiseScale(NamedTuple):
+    """B_noise and what it is made of (scalars; population normalisation 1/n).
+
+    grad_sq_norm |G|²; trace_cov tr Σ; b_simple = tr Σ/|G|²; grad_hessian_grad GᵀHG;
+    trace_hessian_cov tr(HΣ); b_noise = tr(HΣ)/(GᵀHG), in examples; max_learning_rate
+    ε_max = |G|²/(GᵀHG), the loss-minimising step along −G of the local quadratic model.
+    """
+
+    grad_sq_norm: jax.Array
+    trace_cov: jax.Array
+    b_simple: jax.Array
+    grad_hessian_grad: jax.Array
+    trace_hessian_cov: jax.Array
+    b_noise: jax.Array
+    max_learning_rate: jax.Array
+
+
+def _tree_vdot(a: PyTree, b: PyTree) -> jax.Array:
+    return sum(jnp.vdot(x, y) for x, y in zip(jax.tree.leaves(a), jax.tree.leaves(b)))
+
+
+def hessian_noise_scale(
+    loss_fn: Callable[[PyTree, PyTree], jax.Array],
+    params: PyTree,
+    batch: PyTree,
+    key: jax.Array | None = None,
+    *,
+    num_examples: int | None = None,
+    slice_size: int | None = None,
+) -> HessianNoiseScale:
+    """B_noise = tr(HΣ)/(GᵀHG) over ``batch`` (see module docstring).
+
+    G, Σ and H are those of the mean loss over the batch's n examples. tr(HΣ) costs one
+    Hessian-vector product per example used: all n by default, or ``num_examples`` drawn
+    without replacement with ``key`` (an unbiased estimate). ``slice_size`` bounds memory to
+    that many per-example gradients and HVPs at a time and must divide the examples used.
+    """
+    n = _batch_size(batch)
+    if num_examples is not None and not 1 <= num_examples <= n:
+        raise ValueError(f"num_examples: {num_examples!r} must be in [1, {n}]")
+    if num_examples is not None and key is None:
+        raise ValueError("key: needed to draw num_examples examples")
+    sums, squares = per_example_gradient_moments(loss_fn, params, batch, slice_size)
+    mean = jax.tree.map(lambda s: s / n, sums)
+    grad_sq = _tree_vdot(mean, mean)
+    trace = sum(jax.tree.leaves(squares)) / n - grad_sq
+
+    def hvp(v):
+        return jax.jvp(lambda p: jax.grad(loss_fn)(p, batch), (params,), (v,))[1]
+
+    ghg = _tree_vdot(mean, hvp(mean))
+    used = batch
+    if num_examples is not None:
+        idx = jax.random.choice(key, n, (num_examples,), replace=False)
+        used = jax.tree.map(lambda a: a[idx], batch)
+    m = _batch_size(used)
+    size = m if slice_size is None else slice_size
+    if size < 1 or m % size:
+        raise ValueError(f"slice_size: {slice_size!r} must divide the examples used ({m})")
+
+    def curvature(examples):
+        def one(example):
+            g = jax.grad(loss_fn)(params, jax.tree.map(lambda a: a[None], example))
+            d = jax.tree.map(jnp.subtract, g, mean)
+            return _tree_vdot(d, hvp(d))
+        return jnp.sum(jax.vmap(one)(examples))
+
+    slices = jax.tree.map(lambda a: a.reshape(m // size, size, *a.shape[1:]), used)
+    trace_h = jnp.sum(jax.lax.map(curvature, slices)) / m
+    return HessianNoiseScale(grad_sq, trace, trace / grad_sq, ghg, trace_h, trace_h / ghg,
+                             grad_sq / ghg)
