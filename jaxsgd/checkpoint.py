@@ -53,7 +53,8 @@ def sweep_fingerprint(config_dict: dict, data, params_shape: PyTree, probes: Seq
         "config": config_dict,
         "data": array_digest(data.x_train, data.y_train, data.x_test, data.y_test),
         "model": hashlib.sha256("\n".join(shapes).encode()).hexdigest(),
-        "probes": [[p.name, p.every] for p in probes],
+        "probes": [[p.name, p.every, *([dict(p.options)] if p.options else [])]
+                   for p in probes],
     }
 
 

@@ -216,6 +216,7 @@ def hessian_noise_scale(
     *,
     num_examples: int | None = None,
     slice_size: int | None = None,
+    unbiased: bool = False,
 ) -> HessianNoiseScale:
     """B_noise = tr(HΣ)/(GᵀHG) over ``batch`` (see module docstring).
 
@@ -223,12 +224,19 @@ def hessian_noise_scale(
     Hessian-vector product per example used: all n by default, or ``num_examples`` drawn
     without replacement with ``key`` (an unbiased estimate). ``slice_size`` bounds memory to
     that many per-example gradients and HVPs at a time and must divide the examples used.
+
+    ``unbiased=True`` treats the batch as a sample of a larger population, as
+    ``gradient_noise_scale`` does: tr Σ and tr(HΣ) get n/(n − 1), and |G|² and GᵀHG lose
+    tr Σ/n and tr(HΣ)/n, the noise the batch mean adds to them. This is exact for a fixed H
+    (H is still the batch's own Hessian; its sampling error is not corrected).
     """
     n = _batch_size(batch)
     if num_examples is not None and not 1 <= num_examples <= n:
         raise ValueError(f"num_examples: {num_examples!r} must be in [1, {n}]")
     if num_examples is not None and key is None:
         raise ValueError("key: needed to draw num_examples examples")
+    if unbiased and n < 2:
+        raise ValueError(f"batch: {n} example(s); the unbiased noise scale needs at least 2")
     sums, squares = per_example_gradient_moments(loss_fn, params, batch, slice_size)
     mean = jax.tree.map(lambda s: s / n, sums)
     grad_sq = _tree_vdot(mean, mean)
@@ -256,5 +264,8 @@ def hessian_noise_scale(
 
     slices = jax.tree.map(lambda a: a.reshape(m // size, size, *a.shape[1:]), used)
     trace_h = jnp.sum(jax.lax.map(curvature, slices)) / m
+    if unbiased:
+        trace, trace_h = trace * n / (n - 1), trace_h * n / (n - 1)
+        grad_sq, ghg = grad_sq - trace / n, ghg - trace_h / n
     return HessianNoiseScale(grad_sq, trace, trace / grad_sq, ghg, trace_h, trace_h / ghg,
                              grad_sq / ghg)

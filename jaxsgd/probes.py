@@ -10,6 +10,14 @@ A probe is a pair of pure functions (optax style) plus a name and an interval:
 The engine runs ``measure`` under a ``lax.cond`` on the unbatched step counter, so when vmapped
 over runs it is a real branch, taken once every ``every`` steps, not a select computed every step.
 Outputs land in the results as variables ``{name}_{key}`` over a ``{name}_step`` dimension.
+
+A probe built with ``step_gradients=True`` also receives the training step's own gradient as
+``measure(..., state, gradients=StepGradients(loss, grads, example_sq_norms))``, so it costs
+no extra backward pass; ``example_sq_norms`` (each leaf [B]: every example's squared gradient
+norm, ``jaxsgd.per_example``) comes fused into that backward pass when the model's layers allow
+it, and is ``None`` otherwise (the probe then computes what it needs itself, only when due).
+``options`` (pairs of name and JSON-able value) enter the sweep's fingerprint, so resuming with other settings is refused.
+The noise-scale probes live in ``jaxsgd.noise_probes``.
 """
 
 from __future__ import annotations
@@ -26,7 +34,24 @@ class Probe(NamedTuple):
     name: str
     every: int
     init: Callable[[PyTree, jax.Array], PyTree]
-    measure: Callable[..., tuple[PyTree, dict[str, jnp.ndarray]]]
+    measure: Callable[..., tuple[PyTree, dict[str, jax.Array]]]
+    step_gradients: bool = False
+    options: tuple[tuple[str, Any], ...] = ()  # (name, JSON-able value) pairs; hashable
+
+
+class StepGradients(NamedTuple):
+    """What the training step computed on its minibatch, handed to ``step_gradients`` probes.
+
+    loss: [] mean minibatch loss; grads: its gradient (like params); example_sq_norms: every
+    example's squared gradient norm per leaf (like params, each leaf [B]) when fused, else None;
+    num_train: the training-set size N when minibatches are drawn without replacement (epoch
+    sampling: the finite-data correction applies), None when drawn with replacement.
+    """
+
+    loss: jax.Array
+    grads: PyTree
+    example_sq_norms: PyTree | None
+    num_train: int | None = None
 
 
 def num_probe_points(num_steps: int, every: int) -> int:

@@ -8,7 +8,8 @@ compare a run taken out of a sweep with the same run trained on its own.
 One optimizer step ``t`` (the scan body, ``train_step``):
 1. minibatch indices from (run key, t)                      — ``jaxsgd.sampling``
 2. if t is an evaluation step: metrics of θ_t on the fixed sets   — ``lax.cond`` (t unbatched)
-3. minibatch loss and gradient at θ_t
+3. minibatch loss and gradient at θ_t (with per-example gradient norms, fused, when a probe
+   asks for them and the model's layers allow it — ``jaxsgd.per_example``)
 4. probes due at t measure θ_t on the same minibatch             — ``lax.cond`` each
 5. divergence check on the minibatch loss; a diverged run is frozen from here on
 6. optimizer update θ_{t+1} = θ_t + u_t (optax), unless frozen
@@ -28,7 +29,8 @@ import optax
 
 from jaxsgd.evaluation import EvalData, evaluate
 from jaxsgd.optimizers import HParams, make_optimizer
-from jaxsgd.probes import Probe, num_probe_points
+from jaxsgd.per_example import example_norms_method, value_grad_and_example_norms
+from jaxsgd.probes import Probe, StepGradients, num_probe_points
 from jaxsgd.sampling import SamplerState, init_sampler, sample_indices
 
 PyTree = Any
@@ -150,9 +152,27 @@ def make_trainer(
         return state._replace(evals=evals, loss_sum=jnp.zeros_like(state.loss_sum),
                               loss_count=jnp.zeros_like(state.loss_count))
 
+    wants_norms = any(p.step_gradients for p in probes)
+
+    population = spec.num_train if spec.sampling == "epoch" else None
+
+    def step_gradients(params, batch) -> StepGradients:
+        """Minibatch loss and gradient; per-example norms too when fused at almost no cost."""
+        if wants_norms and example_norms_method(loss_fn, params, batch) == "layers":
+            loss_value, grads, norms = value_grad_and_example_norms(loss_fn, params, batch,
+                                                                    "layers")
+            return StepGradients(loss_value, grads, norms, population)
+        loss_value, grads = jax.value_and_grad(loss_fn)(params, batch)
+        return StepGradients(loss_value, grads, None, population)
+
+    def measure(probe, params, opt_state, batch, key, step, pstate, gradients):
+        extra = {"gradients": gradients} if probe.step_gradients else {}
+        return probe.measure(loss_fn, params, opt_state, batch, key, step, pstate, **extra)
+
     def init(hp: HParams, seed, params: PyTree, data: TrainData) -> RunState:
         _, k_data, k_probe = run_keys(seed)
         batch = (data.x[: spec.batch_size], data.y[: spec.batch_size])
+        grad_shapes = jax.eval_shape(lambda p, b: step_gradients(p, b)[:3], params, batch)
         eval_shapes = jax.eval_shape(lambda p: evaluate(model_apply, metrics, p, data.eval), params)
         evals = {k: jnp.full((spec.num_eval_slots,), jnp.nan, jnp.float32)
                  for k in (*eval_shapes, "batch_loss")}
@@ -161,8 +181,9 @@ def make_trainer(
         for i, probe in enumerate(probes):
             pstate = probe.init(params, jax.random.fold_in(k_probe, i))
             shapes = jax.eval_shape(
-                lambda ps: probe.measure(loss_fn, params, opt_state, batch, k_probe, 0, ps)[1],
-                pstate)
+                lambda ps, g: measure(probe, params, opt_state, batch, k_probe, 0, ps,
+                                      StepGradients(*g, population))[1],
+                pstate, grad_shapes)
             n = num_probe_points(spec.num_steps, probe.every)
             probe_states.append(pstate)
             probe_outputs.append({k: jnp.full((n, *s.shape), _missing(s.dtype), s.dtype)
@@ -175,14 +196,14 @@ def make_trainer(
             diverged_step=jnp.int32(-1), loss_sum=jnp.float32(0.0), loss_count=jnp.float32(0.0),
             evals=evals, probe_states=tuple(probe_states), probe_outputs=tuple(probe_outputs))
 
-    def run_probes(state: RunState, batch, step):
+    def run_probes(state: RunState, batch, step, gradients: StepGradients):
         states, outputs = list(state.probe_states), list(state.probe_outputs)
         for i, probe in enumerate(probes):
             def measured(pstate, pout, probe=probe, i=i):
                 run_key = jax.random.wrap_key_data(state.probe_key)
                 key = jax.random.fold_in(jax.random.fold_in(run_key, i), step)
-                pstate, values = probe.measure(loss_fn, state.params, state.opt_state, batch,
-                                               key, step, pstate)
+                pstate, values = measure(probe, state.params, state.opt_state, batch, key,
+                                         step, pstate, gradients)
                 slot = step // probe.every
                 return pstate, {k: buf.at[slot].set(values[k]) for k, buf in pout.items()}
 
@@ -194,9 +215,10 @@ def make_trainer(
         sampler, batch = minibatch(state, data, step)
         state = state._replace(sampler=sampler)
         state = jax.lax.cond(slot >= 0, lambda s: record_eval(s, data, slot), lambda s: s, state)
-        loss_value, grads = jax.value_and_grad(loss_fn)(state.params, batch)
+        gradients = step_gradients(state.params, batch)
+        loss_value, grads = gradients.loss, gradients.grads
         if probes:
-            state = run_probes(state, batch, step)
+            state = run_probes(state, batch, step, gradients)
         initial = jnp.where(step == 0, loss_value, state.initial_loss)
         bad = ~jnp.isfinite(loss_value) | (loss_value > spec.divergence_factor * initial)
         diverged = state.diverged | bad
