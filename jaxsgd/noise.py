@@ -193,6 +193,10 @@ class HessianNoiseScale(NamedTuple):
     grad_sq_norm |G|²; trace_cov tr Σ; b_simple = tr Σ/|G|²; grad_hessian_grad GᵀHG;
     trace_hessian_cov tr(HΣ); b_noise = tr(HΣ)/(GᵀHG), in examples; max_learning_rate
     ε_max = |G|²/(GᵀHG), the loss-minimising step along −G of the local quadratic model.
+    trace_hessian_cov_stderr: standard error of tr(HΣ) from drawing a subset of the examples
+    (finite-population corrected: zero when every example is used). For an interval on
+    B_noise itself, estimate it on several batches (or steps) and use
+    ``jaxsgd.intervals.ratio_interval`` over (tr(HΣ), GᵀHG).
     """
 
     grad_sq_norm: jax.Array
@@ -202,6 +206,7 @@ class HessianNoiseScale(NamedTuple):
     trace_hessian_cov: jax.Array
     b_noise: jax.Array
     max_learning_rate: jax.Array
+    trace_hessian_cov_stderr: jax.Array
 
 
 def _tree_vdot(a: PyTree, b: PyTree) -> jax.Array:
@@ -260,12 +265,16 @@ def hessian_noise_scale(
             g = jax.grad(loss_fn)(params, jax.tree.map(lambda a: a[None], example))
             d = jax.tree.map(jnp.subtract, g, mean)
             return _tree_vdot(d, hvp(d))
-        return jnp.sum(jax.vmap(one)(examples))
+        return jax.vmap(one)(examples)
 
     slices = jax.tree.map(lambda a: a.reshape(m // size, size, *a.shape[1:]), used)
-    trace_h = jnp.sum(jax.lax.map(curvature, slices)) / m
+    forms = jax.lax.map(curvature, slices).reshape(m)  # (g_i − G)ᵀH(g_i − G) per example
+    trace_h = jnp.mean(forms)
+    # Sampling m of n without replacement: Var(mean) = (1 − m/n)·s²/m.
+    spread = jnp.var(forms, ddof=1) if m > 1 else jnp.zeros_like(trace_h)
+    stderr = jnp.sqrt((1.0 - m / n) * spread / m)
     if unbiased:
-        trace, trace_h = trace * n / (n - 1), trace_h * n / (n - 1)
+        trace, trace_h, stderr = (v * n / (n - 1) for v in (trace, trace_h, stderr))
         grad_sq, ghg = grad_sq - trace / n, ghg - trace_h / n
     return HessianNoiseScale(grad_sq, trace, trace / grad_sq, ghg, trace_h, trace_h / ghg,
-                             grad_sq / ghg)
+                             grad_sq / ghg, stderr)

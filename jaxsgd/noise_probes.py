@@ -109,13 +109,14 @@ def noise_scale_probe(every: int = 1, decay: float = 0.95, microbatches: int | N
                  options=options)
 
 
-def hessian_noise_probe(every: int = 16, num_examples: int | None = None, decay: float = 0.9,
+def hessian_noise_probe(every: int = 16, num_examples: int | None = 16, decay: float = 0.9,
                         name: str = "hessian_noise") -> Probe:
     """B_noise = tr(HΣ)/(GᵀHG) of every run every ``every`` steps (see module docstring).
 
     Args:
       every: measure at optimizer steps 0, every, 2·every, …
-      num_examples: minibatch examples used for tr(HΣ) (one HVP each; default all B).
+      num_examples: minibatch examples used for tr(HΣ) (one full-minibatch HVP each; None: all
+        B, capped at B). One measurement costs about 3·(num_examples + 1) minibatch gradients.
       decay: EMA decay per measurement for ``b_noise``.
       name: the probe's name.
 

@@ -153,24 +153,8 @@ def _tuple(value, n: int) -> tuple[int, ...]:
     return (value,) * n if isinstance(value, int) else tuple(value)
 
 
-def _conv_sq_norms(module: nn.Conv, x, delta):
-    """Per-example |g_kernel|², |g_bias|² of a flax Conv: x [B, *spatial, C_in] -> [B]."""
-    num_spatial = x.ndim - 2
-    window = _tuple(module.kernel_size, num_spatial)
-    spatial = "DHW"[-num_spatial:] if num_spatial <= 3 else None
-    if spatial is None:
-        raise UnsupportedModel(f"conv with {num_spatial} spatial dims")
-    dims = ("N" + spatial + "C", spatial + "IO", "N" + spatial + "C")
-    patches = jax.lax.conv_general_dilated_patches(
-        x, window, _tuple(module.strides, num_spatial), _padding(module, num_spatial),
-        lhs_dilation=_tuple(module.input_dilation, num_spatial),
-        rhs_dilation=_tuple(module.kernel_dilation, num_spatial),
-        dimension_numbers=jax.lax.conv_dimension_numbers(
-            x.shape, (*window, x.shape[-1], delta.shape[-1]), dims))
-    return _dense_sq_norms(patches, delta)
-
-
-def _layer_norms(loss_fn, params, batch):
+def _layer_taps(loss_fn, params, batch):
+    """(loss, grads, [(call, layer input, δ [B, ..., out])]) from one tapped backward pass."""
     b = _batch_size(batch)
     # Trace once (abstractly) to learn the layers and their output shapes.
     calls, shapes = [], []
@@ -191,20 +175,57 @@ def _layer_norms(loss_fn, params, batch):
 
     (loss, inputs), (grads, dz) = jax.value_and_grad(tapped, argnums=(0, 1), has_aux=True)(
         params, zeros)
-    sq_norms: dict = {}
-    for call, x, d in zip(calls, inputs, dz):
-        delta = d * b  # ∂L/∂z_i = δ_i / B
-        if call.kind == "dense":
-            kernel, bias = _dense_sq_norms(x, delta)
-        else:
-            kernel, bias = _conv_sq_norms(call.module, x, delta)
-        sq_norms[call.path] = {"kernel": kernel, "bias": bias}
+    # ∂L/∂z_i = δ_i / B
+    return loss, grads, [(c, x, d * b) for c, x, d in zip(calls, inputs, dz)]
 
-    def leaf_norm(path, _):
+
+def _layer_inputs(call: _Call, x):
+    """What multiplies the kernel: the input itself (Dense) or its patches (Conv)."""
+    if call.kind == "dense":
+        return x
+    num_spatial = x.ndim - 2
+    if num_spatial > 3:
+        raise UnsupportedModel(f"conv with {num_spatial} spatial dims")
+    module = call.module
+    window = _tuple(module.kernel_size, num_spatial)
+    spatial = "DHW"[-num_spatial:]
+    dims = ("N" + spatial + "C", spatial + "IO", "N" + spatial + "C")
+    return jax.lax.conv_general_dilated_patches(
+        x, window, _tuple(module.strides, num_spatial), _padding(module, num_spatial),
+        lhs_dilation=_tuple(module.input_dilation, num_spatial),
+        rhs_dilation=_tuple(module.kernel_dilation, num_spatial),
+        dimension_numbers=jax.lax.conv_dimension_numbers(
+            x.shape, (*window, x.shape[-1], module.features), dims))
+
+
+def _by_leaf(params, per_layer: dict):
+    def leaf(path, _):
         keys = tuple(getattr(k, "key", getattr(k, "name", str(k))) for k in path)
-        return sq_norms[keys[:-1]][keys[-1]]
+        return per_layer[keys[:-1]][keys[-1]]
 
-    return loss, grads, jax.tree_util.tree_map_with_path(leaf_norm, params)
+    return jax.tree_util.tree_map_with_path(leaf, params)
+
+
+def _layer_norms(loss_fn, params, batch):
+    loss, grads, taps = _layer_taps(loss_fn, params, batch)
+    sq_norms = {}
+    for call, x, delta in taps:
+        kernel, bias = _dense_sq_norms(_layer_inputs(call, x), delta)
+        sq_norms[call.path] = {"kernel": kernel, "bias": bias}
+    return loss, grads, _by_leaf(params, sq_norms)
+
+
+def _dense_gram(x, delta):
+    """Σ over kernel and bias of g_i·g_j: x [B, ..., in], delta [B, ..., out] -> [B, B]."""
+    b = x.shape[0]
+    x = x.reshape(b, -1, x.shape[-1])
+    delta = delta.reshape(b, -1, delta.shape[-1])
+    bias = jnp.sum(delta, axis=1)
+    gram = bias @ bias.T
+    if x.shape[1] == 1:
+        return gram + (x[:, 0] @ x[:, 0].T) * (delta[:, 0] @ delta[:, 0].T)
+    kernel = jnp.einsum("bti,bto->bio", x, delta).reshape(b, -1)
+    return gram + kernel @ kernel.T
 
 
 def _vmap_norms(loss_fn, params, batch):
@@ -246,6 +267,41 @@ def value_grad_and_example_norms(
         if method == "layers":
             raise
         return _vmap_norms(loss_fn, params, batch)
+
+
+def example_gradient_gram(
+    loss_fn: Callable[[PyTree, PyTree], jax.Array],
+    params: PyTree,
+    batch: PyTree,
+    method: str = "auto",
+) -> tuple[jax.Array, PyTree, jax.Array]:
+    """Mean loss, its gradient, and the Gram matrix K_ij = g_i·g_j of per-example gradients.
+
+    K [B, B] sums over every parameter leaf. On the layer path a Dense layer on [B, in]
+    contributes (X Xᵀ) ∘ (Δ Δᵀ) + Δ Δᵀ, O(B²·(in + out)), without any per-example gradient;
+    other layers form their per-example kernel gradients explicitly. The "vmap" path holds all
+    B per-example gradients at once (B × parameters floats). ``method`` as in
+    ``value_grad_and_example_norms``. The noise scale's bootstrap (``jaxsgd.intervals``)
+    resamples examples through K: |mean of resampled g|² = wᵀKw / B².
+    """
+    if method not in METHODS:
+        raise ValueError(f"method: {method!r}; known: {', '.join(METHODS)}")
+    if method != "vmap":
+        try:
+            loss, grads, taps = _layer_taps(loss_fn, params, batch)
+            gram = sum(_dense_gram(_layer_inputs(c, x), d) for c, x, d in taps)
+            return loss, grads, gram
+        except UnsupportedModel:
+            if method == "layers":
+                raise
+    loss, grads = jax.value_and_grad(loss_fn)(params, batch)
+
+    def one(example):
+        g = jax.grad(loss_fn)(params, jax.tree.map(lambda a: a[None], example))
+        return jnp.concatenate([jnp.ravel(leaf) for leaf in jax.tree.leaves(g)])
+
+    flat = jax.vmap(one)(batch)
+    return loss, grads, flat @ flat.T
 
 
 def example_norms_method(loss_fn, params, batch) -> str:
