@@ -149,6 +149,10 @@ def schema_help() -> str:
     for name in GRID_FIELDS:
         kind = "int_list" if name == "seed" else "float_list"
         lines.append(_key_line("grid", name, kind, getattr(default_grid, name)))
+    lines += ["", "  [probes.NAME]   measurements inside the training scan; options are the "
+                  "factory's keywords:"]
+    lines += [_wrap(f"                         {name}: {_signature_options(f, skip=('name',))}",
+                    indent=27) for name, f in _probe_factories().items()]
     lines += ["", "  A scalar where a list is expected is a one-element list.",
               "  Examples: experiments/configs/mnist1d_quick.toml (quick start), "
               "mnist1d_reference.toml."]
@@ -239,8 +243,45 @@ class _InputError(Exception):
     """Bad input to report as one line; the message is complete."""
 
 
+def _probe_factories() -> dict[str, Callable]:
+    from jaxsgd.noise_probes import hessian_noise_probe, noise_scale_probe
+    from jaxsgd.probes import gradient_norm
+
+    return {"noise_scale": noise_scale_probe, "hessian_noise": hessian_noise_probe,
+            "gradient_norm": gradient_norm}
+
+
+def read_probes(table: Any, where: str) -> tuple:
+    """Probes from the ``[probes.NAME]`` tables of a configuration (options as keywords)."""
+    factories = _probe_factories()
+    if not isinstance(table, dict):
+        raise _InputError(f"{where}: [probes] must be a table of [probes.NAME] tables")
+    probes = []
+    for name, options in table.items():
+        if name not in factories:
+            raise _InputError(f"{where}: [probes.{name}]: unknown probe {name!r}; known probes: "
+                              f"{', '.join(factories)}")
+        if not isinstance(options, dict):
+            raise _InputError(f"{where}: [probes.{name}] must be a table of options")
+        accepted = [k for k in inspect.signature(factories[name]).parameters if k != "name"]
+        unknown = [k for k in options if k not in accepted]
+        if unknown:
+            raise _InputError(f"{where}: [probes.{name}]: unknown option {unknown[0]!r}; "
+                              f"accepted: {', '.join(accepted)}")
+        try:
+            probes.append(factories[name](**options))
+        except (TypeError, ValueError) as e:
+            raise _InputError(f"{where}: [probes.{name}]: {e}") from None
+    return tuple(probes)
+
+
 def read_config(path: Path) -> SweepConfig:
     """Read a TOML sweep configuration; every problem becomes an ``_InputError``."""
+    return read_config_and_probes(path)[0]
+
+
+def read_config_and_probes(path: Path) -> tuple[SweepConfig, tuple]:
+    """Read a TOML sweep configuration and its ``[probes]``; problems become ``_InputError``."""
     try:
         with open(path, "rb") as f:
             table = tomllib.load(f)
@@ -250,8 +291,9 @@ def read_config(path: Path) -> SweepConfig:
         raise _InputError(f"{path}: invalid TOML: {e}") from None
     except OSError as e:
         raise _InputError(f"{path}: cannot read: {e.strerror or e}") from None
+    probes = read_probes(table.pop("probes", {}), str(path))
     try:
-        return SweepConfig.from_dict(table)
+        return SweepConfig.from_dict(table), probes
     except ConfigError as e:
         raise _InputError(f"{path}: {e}") from None
 
@@ -261,7 +303,7 @@ def _sweep(args: argparse.Namespace) -> int:
     from jaxsgd.summary import summarize
     from jaxsgd.sweep import prepare, run_sweep
 
-    config = read_config(args.config)
+    config, probes = read_config_and_probes(args.config)
     # Everything that can be wrong with the input is checked before compiling: validation,
     # data set, model (ValueError from make_model). Errors later on are bugs and keep their
     # traceback, except those of the results folder.
@@ -270,7 +312,7 @@ def _sweep(args: argparse.Namespace) -> int:
     except ValueError as e:  # ConfigError, DataError, model errors
         raise _InputError(f"{args.config}: {e}") from None
     try:
-        result = run_sweep(config, args.out, data=data, overwrite=args.overwrite,
+        result = run_sweep(config, args.out, data=data, probes=probes, overwrite=args.overwrite,
                            verbose=not args.quiet,
                            progress=not (args.quiet or args.no_progress),
                            chunk_steps=args.chunk_steps)

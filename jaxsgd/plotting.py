@@ -3,6 +3,7 @@
   STYLE            matplotlib rcParams of every jaxsgd figure
   use_style()      context manager applying STYLE
   save_figure()    write a figure as PDF and PNG
+  tick_at(), plain_log_labels()   plain tick labels (0.03, 256) on log axes
   plot_sweep()     the two-panel summary figure of a sweep
 
 Figures are built on ``matplotlib.figure.Figure`` directly, never through pyplot: no GUI
@@ -83,13 +84,13 @@ def _seed_band(values: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     return values.mean(-1), values.min(-1), values.max(-1)
 
 
-def _tick_at(axis, values: np.ndarray) -> None:
+def tick_at(axis, values: np.ndarray) -> None:
     """Major ticks at exactly ``values`` (grid points), labelled plainly (0.03, 256)."""
     axis.set_ticks(values, [f"{v:g}" for v in values])
     axis.set_minor_locator(ticker.NullLocator())
 
 
-def _plain_log_labels(axis) -> None:
+def plain_log_labels(axis) -> None:
     """Ticks at 1, 2, 5 × 10^k labelled plainly (20, 500) instead of 2×10¹ on a log axis."""
     axis.set_major_locator(ticker.LogLocator(subs=(1.0, 2.0, 5.0)))
     axis.set_major_formatter(ticker.FuncFormatter(lambda v, _: f"{v:g}"))
@@ -102,7 +103,7 @@ def _loss_scale(ax: Axes, values: np.ndarray) -> None:
     finite = finite[np.isfinite(finite)]
     if finite.size and finite.min() > 0 and finite.max() > 10 * finite.min():
         ax.set_yscale("log")
-        _plain_log_labels(ax.yaxis)
+        plain_log_labels(ax.yaxis)
 
 
 def _best_label(result: SweepResult) -> str:
@@ -136,7 +137,7 @@ def _plot_learning_rate_panel(ax: Axes, result: SweepResult) -> None:
         ax.plot(learning_rates, mean, "o-", color=color, label=f"B = {int(b)}")
         ax.fill_between(learning_rates, low, high, color=color, alpha=0.25, linewidth=0)
     ax.set_xscale("log")
-    _tick_at(ax.xaxis, learning_rates)
+    tick_at(ax.xaxis, learning_rates)
     if name == "test_loss":
         _loss_scale(ax, final.values)
     ax.set_xlabel("learning rate")
@@ -152,7 +153,7 @@ def _plot_batch_size_panel(ax: Axes, result: SweepResult) -> None:
     runs = best_runs(result)
     batch_sizes = metrics["batch_size"].values.astype(np.float64)
     ax.set_xscale("log")
-    _tick_at(ax.xaxis, batch_sizes)
+    tick_at(ax.xaxis, batch_sizes)
     ax.set_xlabel("batch size (examples)")
     if "steps_to_target" not in metrics:
         name = final_metric_name(result)
@@ -169,7 +170,7 @@ def _plot_batch_size_panel(ax: Axes, result: SweepResult) -> None:
     mean, low, high = (np.where(np.isfinite(v), v, np.nan) for v in _seed_band(steps))
     reached = np.isfinite(mean)
     ax.set_yscale("log")
-    _plain_log_labels(ax.yaxis)
+    plain_log_labels(ax.yaxis)
     ax.set_ylabel("steps to target\n(optimizer steps)")
     direction = "≤" if TARGET_METRICS[config.target_metric] == "min" else "≥"
     ax.set_title(f"target: {config.target_metric.replace('_', ' ')} {direction} "

@@ -159,10 +159,16 @@ def _replace(text, old, new):
         ("batch_sizes = [16, 64]\nbudget = 512", "batch_sizes = [16, 4096]\nbudget = 8192",
          ["training.batch_sizes", "4096", "larger than the training set"]),
         ("[grid]", "[grids]", ["unknown section", "[grids]"]),
+        ("[grid]", "[probes.noise]\nevery = 2\n\n[grid]", ["[probes.noise]", "unknown probe",
+                                                          "noise_scale"]),
+        ("[grid]", "[probes.noise_scale]\nevry = 2\n\n[grid]", ["'evry'", "every"]),
+        ("[grid]", "[probes.noise_scale]\nevery = 0\n\n[grid]", ["[probes.noise_scale]",
+                                                                "every: 0"]),
     ],
     ids=["toml-syntax", "unknown-key", "wrong-type", "negative-learning-rate",
          "empty-learning-rate", "unknown-optimizer", "unknown-dataset", "unknown-model-option",
-         "batch-larger-than-data", "unknown-section"],
+         "batch-larger-than-data", "unknown-section", "unknown-probe", "unknown-probe-option",
+         "bad-probe-value"],
 )
 def test_bad_configuration_is_one_error_line(tmp_path, capsys, old, new, expected):
     config = _write(tmp_path, _replace(TINY, old, new))
@@ -175,6 +181,20 @@ def test_bad_configuration_is_one_error_line(tmp_path, capsys, old, new, expecte
         assert text in line, line
     assert config in line  # names the file
     assert not (tmp_path / "out").exists()  # nothing written before the input is checked
+
+
+def test_probes_from_the_configuration_file(tmp_path, capsys):
+    from jaxsgd.results import load_sweep
+
+    text = _replace(TINY, "[grid]", "[probes.noise_scale]\nevery = 4\n\n[grid]")
+    text = _replace(text, "batch_sizes = [16, 64]", "batch_sizes = [16]")
+    out = tmp_path / "out"
+    assert main(["sweep", _write(tmp_path, text), "--out", str(out), "--no-figure",
+                 "--quiet"]) == 0
+    metrics = load_sweep(out).metrics
+    assert list(metrics.noise_scale_step.values) == list(range(0, 32, 4))  # 512/16 = 32 steps
+    assert np.isfinite(metrics.noise_scale_trace_cov).all()
+    assert (metrics.noise_scale_trace_cov > 0).all()  # tr Σ estimates are never negative here
 
 
 def test_existing_out_folder_is_refused(tmp_path, capsys):
