@@ -14,6 +14,7 @@ Where things live (one concept per module):
   per_example   per-example gradient norms fused into backprop (flax Dense/Conv layers)
   noise_probes  B_simple every step and B_noise every k steps, inside the sweep
   intervals     bootstrap and across-seed confidence intervals
+  critical      critical_batch_size: S_min, E_min, B_crit and ε_opt(B) from steps-to-target
   training      one run as pure functions (init / advance / finish)
   devices       CPU devices (4 per core); the mesh over runs; run-sharded global arrays
   programs      a group's programs: jit(shard_map(vmap(...))) over the runs
@@ -40,6 +41,8 @@ from jaxsgd.models import MODELS, Model, make_model
 from jaxsgd.optimizers import HParams, learning_rate_multiplier, make_optimizer
 from jaxsgd.noise import (HessianNoiseScale, NoiseScale, gradient_noise_scale, hessian_noise_scale,
                           noise_scale_ema, two_batch_noise_scale)
+from jaxsgd.critical import (CriticalBatchSize, critical_batch_size, plot_critical_batch_size,
+                             sweep_steps_to_target)
 from jaxsgd.intervals import (Interval, NoiseScaleInterval, noise_scale_interval, ratio_interval,
                               seed_interval)
 from jaxsgd.noise_probes import hessian_noise_probe, noise_scale_probe
@@ -56,9 +59,9 @@ __version__ = "0.1.0"
 
 __all__ = [
     "DATASETS", "GRID_FIELDS", "MODELS", "OPTIMIZERS", "SCHEDULES",
-    "CheckpointError", "ConfigError", "DataError", "Dataset", "Grid", "HParams", "HessianNoiseScale", "Interval", "Model", "NoiseScaleInterval", "NoiseScale", "Probe", "StepGradients", "SweepConfig",
+    "CheckpointError", "ConfigError", "CriticalBatchSize", "DataError", "Dataset", "Grid", "HParams", "HessianNoiseScale", "Interval", "Model", "NoiseScaleInterval", "NoiseScale", "Probe", "StepGradients", "SweepConfig",
     "SweepResult", "Task",
-    "accuracy", "best_learning_rate", "cross_entropy", "example_gradient_gram", "from_arrays", "gradient_noise_scale", "gradient_norm", "hessian_noise_probe", "hessian_noise_scale", "learning_rate_multiplier",
+    "accuracy", "best_learning_rate", "critical_batch_size", "cross_entropy", "example_gradient_gram", "from_arrays", "gradient_noise_scale", "gradient_norm", "hessian_noise_probe", "hessian_noise_scale", "learning_rate_multiplier",
     "load_dataset", "load_sweep", "make_loss_fn", "make_model", "make_optimizer",
-    "make_trainer", "mse", "noise_scale_ema", "noise_scale_interval", "noise_scale_probe", "plot_sweep", "ratio_interval", "run_sweep", "seed_interval", "steps_to_target", "summarize", "task_for", "two_batch_noise_scale", "validate", "value_grad_and_example_norms",
+    "make_trainer", "mse", "noise_scale_ema", "noise_scale_interval", "noise_scale_probe", "plot_critical_batch_size", "plot_sweep", "ratio_interval", "run_sweep", "seed_interval", "steps_to_target", "summarize", "sweep_steps_to_target", "task_for", "two_batch_noise_scale", "validate", "value_grad_and_example_norms",
 ]

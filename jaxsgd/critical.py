@@ -1,0 +1,395 @@
+"""Critical batch size from steps-to-target (McCandlish et al. 2018; Shallue et al. 2019).
+
+Steps and examples to reach a target trade off as (SCIENCE.md)
+
+    S(B) = S_min (1 + B_crit / B),    E(B) = B·S(B) = E_min (1 + B / B_crit),
+
+so S is linear in 1/B: S = a + b/B with a = S_min (optimizer steps), b = E_min (examples) and
+B_crit = E_min / S_min (examples). The optimal learning rate follows the same law in 1/ε:
+
+    ε_opt(B) = ε_max / (1 + B_noise / B),   i.e.   1/ε_opt = 1/ε_max + (B_noise/ε_max) / B,
+
+which gives a second, independent estimate of the noise scale B_noise.
+
+``critical_batch_size(results, target)`` takes a sweep (``SweepResult``) or a steps-to-target
+``xarray.DataArray`` [batch_size, learning_rate, (momentum, …,) seed] (inf: never reached or
+diverged) and
+
+1. picks the best grid point per batch size: the fewest steps, as the *mean over seeds*, over the
+   learning rate and every other non-seed dim (as ``jaxsgd.summary`` does). A point where any
+   seed is inf (or NaN) is infeasible (Shallue et al.); ties go to the first point in grid
+   order (the smallest learning rate). A batch size with no feasible point is marked
+   ``feasible=False`` and left out of every fit;
+2. fits S = a + b/B to the best steps on *relative* residuals, since steps span decades:
+   minimise Σ_B (log S_B − log(a + b/B))² over a, b > 0 (``scipy.optimize.least_squares`` on
+   log a, log b, started from the linear fit weighted by 1/S). Needs 3 feasible batch sizes;
+3. reads the operational critical batch size from the *measured* points, not from the fit:
+   the first batch size where E_B = B·S_B exceeds ``threshold`` × E_min (E_min from the fit,
+   the B → 0 limit of E), interpolated linearly in (log B, log E) between the two bracketing
+   feasible batch sizes; NaN if no measured point exceeds it, or the smallest already does.
+   Under the model this is (threshold − 1)·B_crit (0.2 B_crit): the 20%-over-perfect-scaling
+   batch size of Shallue et al., so b_crit_measured / 0.2 ≈ b_crit checks the curve's shape;
+4. refines the best learning rate between grid points: through the best grid point and its two
+   neighbours (at the best values of the other dims), a parabola in (log ε, log S) whose vertex,
+   clipped to the neighbours, is ε_opt(B). At the edge of the grid, or next to an infeasible
+   neighbour, or without upward curvature, ε_opt is the grid value. Batch sizes whose best
+   learning rate is at the edge of the grid (the optimum may lie outside it) are left out of the
+   ε_opt fit, which fits 1/ε_opt = a' + b'/B like step 2 (NaN if fewer than 3 remain);
+5. bootstraps over seeds: ``num_bootstrap`` times, resample whole seed slices with replacement
+   (one draw shared by every batch size and grid point: a seed fixes the initialisation of all
+   of them), redo steps 1, 2, 4 and report percentile intervals at ``confidence`` over the
+   resamples where the fit was possible. n seeds allow only C(2n − 1, n) distinct resamples (3
+   for 2 seeds, 10 for 3, 126 for 5): intervals from fewer than 5 seeds are coarse. With one
+   seed there is nothing to resample and the intervals are NaN.
+
+Steps to target are quantised: a run scores the first *evaluation* step at which it reached the
+target, an overestimate by up to one evaluation interval. Evaluate often compared with the fewest
+steps to target (the largest batch sizes), or S_min and B_crit absorb the quantisation.
+"""
+
+from __future__ import annotations
+
+import math
+import os
+from typing import NamedTuple
+
+import numpy as np
+import xarray as xr
+from matplotlib.figure import Figure
+from scipy.optimize import least_squares
+
+from jaxsgd.config import TARGET_METRICS
+from jaxsgd.plotting import COLUMN_WIDTH, save_figure, use_style
+from jaxsgd.results import SweepResult, eval_dim
+from jaxsgd.targets import steps_to_target, target_metric_values
+
+MIN_POINTS = 3  # feasible batch sizes a two-parameter fit needs (one spare degree of freedom)
+_CURVES = ("train_loss", "test_loss", "train_accuracy", "test_accuracy")
+_NAN2 = (math.nan, math.nan)
+
+
+class CriticalBatchSize(NamedTuple):
+    """Result of ``critical_batch_size``; intervals are (low, high) seed-bootstrap percentiles.
+
+    s_min: S_min, optimizer steps (the B → ∞ plateau). e_min: E_min, examples (the B → 0 limit).
+    b_crit: E_min / S_min, examples per batch. b_crit_measured: the batch size where measured
+        examples-to-target first exceed ``threshold`` × E_min (interpolated; NaN if not crossed).
+    eps_max, b_noise: fit of ε_opt(B) = ε_max / (1 + B_noise/B) (NaN if too few points).
+    fit_rms: root-mean-square of the log residuals of the S(B) fit (0.05 ≈ 5% scatter).
+    table: per batch size [batch_size]: feasible, steps (seed mean at the best point; inf if
+        infeasible), examples (= B × steps), the best value of each search dim (learning_rate,
+        momentum, …; NaN if infeasible), learning_rate_opt (refined), learning_rate_at_edge,
+        steps_fit (the fitted curve).
+    """
+
+    s_min: float
+    e_min: float
+    b_crit: float
+    s_min_interval: tuple[float, float]
+    e_min_interval: tuple[float, float]
+    b_crit_interval: tuple[float, float]
+    b_crit_measured: float
+    eps_max: float
+    b_noise: float
+    eps_max_interval: tuple[float, float]
+    b_noise_interval: tuple[float, float]
+    fit_rms: float
+    table: xr.Dataset
+    threshold: float
+    confidence: float
+
+
+# --------------------------------------------------------------------------- steps to target
+
+
+def sweep_steps_to_target(result: SweepResult, target: float | None = None,
+                          metric: str | None = None) -> xr.DataArray:
+    """Steps to ``target`` of every run of a sweep: [batch_size, *grid dims] (inf: never/diverged).
+
+    With ``target=None`` the stored ``steps_to_target`` (the sweep's own target). Otherwise it is
+    recomputed from the stored evaluation curves for ``metric`` (default: the sweep's target
+    metric) reaching ``target``, so any target works, not only the one the sweep ran with.
+    """
+    metrics, config = result.metrics, result.config
+    if target is None:
+        if metric is not None:
+            raise ValueError(f"metric={metric!r} given without a target value; pass target=")
+        if "steps_to_target" not in metrics:
+            raise ValueError("this sweep has no target: pass target= (a value) and metric= "
+                             f"(one of {', '.join(TARGET_METRICS)})")
+        return metrics["steps_to_target"].astype(np.float64).assign_attrs(
+            metric=config.target_metric, value=config.target_value)
+    metric = metric if metric is not None else config.target_metric
+    if metric is None:
+        raise ValueError(f"target={target!r} given, but the sweep has no target metric: pass "
+                         f"metric= (one of {', '.join(TARGET_METRICS)})")
+    try:
+        value = float(target)
+    except (TypeError, ValueError):
+        value = math.nan
+    if isinstance(target, (bool, str)) or not math.isfinite(value):
+        raise ValueError(f"target: {target!r} is not a finite number")
+    edim = eval_dim(config)
+    names = [n for n in _CURVES if n in metrics]
+    template = metrics[names[0]].transpose(..., edim)
+    dims = template.dims[:-1]
+    values = target_metric_values({n: metrics[n].transpose(*template.dims).values for n in names},
+                                  metric)
+    steps = metrics["step"].broadcast_like(template).transpose(*template.dims).values
+    diverged = metrics["diverged"].transpose(*dims)
+    found = steps_to_target(values, steps, value, TARGET_METRICS[metric], diverged.values)
+    return diverged.copy(data=found).rename("steps_to_target").assign_attrs(
+        metric=metric, value=value)
+
+
+def _checked_steps(steps: xr.DataArray) -> xr.DataArray:
+    """Validated steps as float64 [batch_size, learning_rate, *others, seed], B ascending."""
+    missing = [d for d in ("batch_size", "learning_rate", "seed") if d not in steps.dims]
+    if missing:
+        raise ValueError(f"steps: missing dim(s) {missing}; got dims {list(steps.dims)}")
+    for d in ("batch_size", "learning_rate"):
+        if d not in steps.coords:
+            raise ValueError(f"steps: dim {d!r} has no coordinate values")
+        values = np.asarray(steps[d].values, np.float64)
+        bad = values[~(np.isfinite(values) & (values > 0))]
+        if bad.size:
+            raise ValueError(f"steps: {d} {float(bad[0]):g} is not a positive number")
+    others = [d for d in steps.dims if d not in ("batch_size", "learning_rate", "seed")]
+    steps = steps.transpose("batch_size", "learning_rate", *others, "seed").astype(np.float64)
+    negative = steps.values[steps.values < 0]
+    if negative.size:
+        raise ValueError(f"steps: {float(negative[0]):g} steps to target is negative")
+    if (steps.values == 0).any():
+        first = np.argwhere(steps.values == 0)[0]
+        where = ", ".join(f"{d}={steps[d].values[i]:g}" for d, i in zip(steps.dims, first))
+        raise ValueError(f"steps: a run reaches the target at step 0, before training "
+                         f"({where}); choose a harder target")
+    return steps.sortby("batch_size")
+
+
+# --------------------------------------------------------------------------- pure pieces
+
+
+def fit_inverse_linear(batch_sizes: np.ndarray, values: np.ndarray) -> tuple[float, float, float]:
+    """Fit y = a + b/B with a, b > 0 on relative residuals; returns (a, b, rms log residual).
+
+    Minimises Σ (log y − log(a + b/B))² (``least_squares`` over log a, log b), started from the
+    least-squares line through (1/B, y) with rows weighted by 1/y.
+    """
+    x, y = 1.0 / np.asarray(batch_sizes, np.float64), np.asarray(values, np.float64)
+    coef = np.linalg.lstsq(np.stack([1 / y, x / y], axis=1), np.ones_like(y), rcond=None)[0]
+    a0 = coef[0] if coef[0] > 0 else 0.1 * y.min()
+    b0 = coef[1] if coef[1] > 0 else 0.1 * y.min() / x.max()
+
+    def residuals(p):
+        return np.logaddexp(p[0], p[1] + np.log(x)) - np.log(y)
+
+    fit = least_squares(residuals, np.log([a0, b0]), method="lm")
+    return float(np.exp(fit.x[0])), float(np.exp(fit.x[1])), float(np.sqrt(np.mean(fit.fun**2)))
+
+
+def examples_crossing(batch_sizes: np.ndarray, examples: np.ndarray, level: float) -> float:
+    """First batch size where ``examples`` exceed ``level``, linear in (log B, log E) between the
+    bracketing points (B ascending); NaN if none exceeds it or the first already does."""
+    above = np.asarray(examples) > level
+    if not above.any() or above[0]:
+        return math.nan
+    j = int(np.argmax(above))
+    (b0, b1), (e0, e1) = np.log(batch_sizes[j - 1:j + 1]), np.log(examples[j - 1:j + 1])
+    return float(np.exp(b0 + (math.log(level) - e0) / (e1 - e0) * (b1 - b0)))
+
+
+def refine_learning_rate(learning_rates: np.ndarray, steps: np.ndarray, i: int) -> float:
+    """Vertex of the parabola in (log ε, log S) through grid points i − 1, i, i + 1, clipped to
+    [ε_{i−1}, ε_{i+1}]; ε_i itself at the grid edge, by an infeasible neighbour, or if flat."""
+    if i == 0 or i == len(learning_rates) - 1 or not np.isfinite(steps[i - 1:i + 2]).all():
+        return float(learning_rates[i])
+    x, y = np.log(learning_rates[i - 1:i + 2]), np.log(steps[i - 1:i + 2])
+    c2, c1, _ = np.polyfit(x - x[1], y, 2)
+    if not c2 > 0:
+        return float(learning_rates[i])
+    return float(np.exp(x[1] + np.clip(-c1 / (2 * c2), x[0] - x[1], x[2] - x[1])))
+
+
+class _Estimate(NamedTuple):
+    steps: np.ndarray  # [B] seed-mean steps at the best point (inf: infeasible)
+    best: np.ndarray  # [B] flat index into (learning_rate, *others)
+    lr_opt: np.ndarray  # [B] refined best learning rate (NaN: infeasible)
+    at_edge: np.ndarray  # [B] bool
+    s_fit: tuple[float, float, float] | None  # (S_min, E_min, rms) or None if too few points
+    eps_fit: tuple[float, float] | None  # (1/ε_max, B_noise/ε_max)
+
+
+def _estimate(values: np.ndarray, batch_sizes: np.ndarray, learning_rates: np.ndarray) -> _Estimate:
+    """Steps 1, 2 and 4 of the module docstring on [B, L, O, seed] steps (O: other dims)."""
+    mean = np.where(np.isnan(values), np.inf, values).mean(axis=-1)  # inf if any seed is inf
+    flat = mean.reshape(len(batch_sizes), -1)
+    best = np.argmin(flat, axis=1)
+    steps = flat[np.arange(len(best)), best]
+    feasible = np.isfinite(steps)
+    lr_index, other = np.divmod(best, mean.shape[2])
+    lr_opt, at_edge = np.full(len(best), np.nan), np.zeros(len(best), bool)
+    for k in np.flatnonzero(feasible):
+        lr_opt[k] = refine_learning_rate(learning_rates, mean[k, :, other[k]], lr_index[k])
+        at_edge[k] = lr_index[k] in (0, len(learning_rates) - 1)
+    s_fit = eps_fit = None
+    if feasible.sum() >= MIN_POINTS:
+        s_fit = fit_inverse_linear(batch_sizes[feasible], steps[feasible])
+    use = feasible & ~at_edge
+    if use.sum() >= MIN_POINTS:
+        eps_fit = fit_inverse_linear(batch_sizes[use], 1.0 / lr_opt[use])[:2]
+    return _Estimate(steps, best, lr_opt, at_edge, s_fit, eps_fit)
+
+
+def _derived(est: _Estimate) -> np.ndarray:
+    """[s_min, e_min, b_crit, eps_max, b_noise] of an estimate (NaN where not fitted)."""
+    s = (math.nan,) * 3
+    if est.s_fit:
+        s = (est.s_fit[0], est.s_fit[1], est.s_fit[1] / est.s_fit[0])
+    e = (1 / est.eps_fit[0], est.eps_fit[1] / est.eps_fit[0]) if est.eps_fit else _NAN2
+    return np.array(s + e)
+
+
+def _interval(samples: np.ndarray, confidence: float) -> tuple[float, float]:
+    samples = samples[np.isfinite(samples)]
+    if samples.size == 0:
+        return _NAN2
+    low, high = np.percentile(samples, [50 * (1 - confidence), 50 * (1 + confidence)])
+    return float(low), float(high)
+
+
+# --------------------------------------------------------------------------- the measurement
+
+
+def critical_batch_size(
+    results: SweepResult | xr.DataArray,
+    target: float | None = None,
+    *,
+    metric: str | None = None,
+    threshold: float = 1.2,
+    num_bootstrap: int = 200,
+    confidence: float = 0.9,
+    seed: int = 0,
+) -> CriticalBatchSize:
+    """S_min, E_min, B_crit (with seed-bootstrap intervals) and ε_opt(B) from a sweep.
+
+    Args:
+      results: a ``SweepResult`` (steps from ``sweep_steps_to_target(results, target, metric)``)
+        or a DataArray of steps to target [batch_size, learning_rate, (momentum, …,) seed] with
+        coordinates; inf (or NaN) = never reached or diverged.
+      target, metric: for a ``SweepResult``: the value of ``metric`` to reach (default metric:
+        the sweep's); ``target=None`` uses the sweep's stored steps to target.
+      threshold: the measured critical batch size is where E first exceeds threshold × E_min.
+      num_bootstrap: seed resamples for the intervals (0: no intervals).
+      confidence: central probability of the percentile intervals, in (0, 1).
+      seed: seed of the bootstrap's NumPy generator.
+
+    Example::
+
+      cbs = critical_batch_size(result, 0.1, metric="test_error")
+      cbs.b_crit, cbs.b_crit_interval, cbs.table.to_dataframe()
+    """
+    if (isinstance(num_bootstrap, bool) or not isinstance(num_bootstrap, (int, np.integer))
+            or num_bootstrap < 0):
+        raise ValueError(f"num_bootstrap: {num_bootstrap!r} is not a non-negative integer")
+    if not 0 < confidence < 1:
+        raise ValueError(f"confidence: {confidence!r} is not in (0, 1)")
+    if not threshold > 1:
+        raise ValueError(f"threshold: {threshold!r} is not a number > 1")
+    if isinstance(results, SweepResult):
+        steps = sweep_steps_to_target(results, target, metric)
+    elif isinstance(results, xr.DataArray):
+        if target is not None or metric is not None:
+            raise ValueError("target/metric apply to a SweepResult; a DataArray already holds "
+                             "steps to target")
+        steps = results
+    else:
+        raise TypeError(f"results: expected a SweepResult or an xarray.DataArray of steps, got "
+                        f"{type(results).__name__}")
+    steps = _checked_steps(steps)
+    others = list(steps.dims[2:-1])
+    batch_sizes = steps["batch_size"].values.astype(np.float64)
+    learning_rates = steps["learning_rate"].values.astype(np.float64)
+    values = steps.values.reshape(len(batch_sizes), len(learning_rates), -1, steps.sizes["seed"])
+
+    est = _estimate(values, batch_sizes, learning_rates)
+    feasible = np.isfinite(est.steps)
+    if est.s_fit is None:
+        raise ValueError(
+            f"only {int(feasible.sum())} batch size(s) reach the target "
+            f"({[int(b) for b in batch_sizes[feasible]]}); the fit needs at least {MIN_POINTS}. "
+            f"Infeasible (every point diverged or never reached it): "
+            f"{[int(b) for b in batch_sizes[~feasible]]}")
+    point = [float(v) for v in _derived(est)]
+    e_min = point[1]
+    examples = est.steps * batch_sizes
+
+    rng = np.random.default_rng(seed)
+    num_seeds = values.shape[-1]
+    draws = num_bootstrap if num_seeds > 1 else 0
+    boot = np.array([_derived(_estimate(values[..., rng.integers(0, num_seeds, num_seeds)],
+                                        batch_sizes, learning_rates)) for _ in range(draws)])
+    intervals = [_interval(boot[:, j], confidence) if draws else _NAN2 for j in range(5)]
+
+    grid = np.unravel_index(np.where(feasible, est.best, 0), values.shape[1:3])
+    search = {"learning_rate": np.where(feasible, learning_rates[grid[0]], np.nan)}
+    other_index = np.unravel_index(grid[1], [steps.sizes[d] for d in others]) if others else ()
+    for d, j in zip(others, other_index):
+        search[d] = np.where(feasible, steps[d].values[j].astype(np.float64), np.nan)
+    table = xr.Dataset(
+        {"feasible": ("batch_size", feasible),
+         "steps": ("batch_size", est.steps),
+         "examples": ("batch_size", examples),
+         **{d: ("batch_size", v) for d, v in search.items()},
+         "learning_rate_opt": ("batch_size", est.lr_opt),
+         "learning_rate_at_edge": ("batch_size", est.at_edge),
+         "steps_fit": ("batch_size", point[0] + e_min / batch_sizes)},
+        coords={"batch_size": steps["batch_size"].values}, attrs=dict(steps.attrs))
+    return CriticalBatchSize(
+        s_min=point[0], e_min=e_min, b_crit=point[2],
+        s_min_interval=intervals[0], e_min_interval=intervals[1], b_crit_interval=intervals[2],
+        b_crit_measured=examples_crossing(batch_sizes[feasible], examples[feasible],
+                                          threshold * e_min),
+        eps_max=point[3], b_noise=point[4],
+        eps_max_interval=intervals[3], b_noise_interval=intervals[4],
+        fit_rms=est.s_fit[2], table=table, threshold=threshold, confidence=confidence)
+
+
+# --------------------------------------------------------------------------- figure
+
+
+def plot_critical_batch_size(cbs: CriticalBatchSize,
+                             path: str | os.PathLike | None = None) -> Figure:
+    """(a) Steps to target vs batch size with the fit, perfect scaling and B_crit; (b) the best
+    learning rate (grid and refined) with the ε_opt(B) fit. Saved as PDF + PNG if ``path``."""
+    t = cbs.table
+    b = t["batch_size"].values.astype(np.float64)
+    ok = t["feasible"].values
+    curve = np.geomspace(b.min(), b.max(), 100)
+    with use_style():
+        fig = Figure(figsize=(COLUMN_WIDTH, 4.4), layout="constrained")
+        ax_s, ax_lr = fig.subplots(2, 1, sharex=True)
+        ax_s.plot(b[ok], t["steps"].values[ok], "o", color="k", label="best per batch size")
+        ax_s.plot(curve, cbs.s_min * (1 + cbs.b_crit / curve), "-", color="C0",
+                  label=rf"$S_{{min}}(1 + B_{{crit}}/B)$, $B_{{crit}}$ = {cbs.b_crit:.3g}")
+        ax_s.plot(curve, cbs.e_min / curve, "--", color="0.5", linewidth=0.8,
+                  label="perfect scaling $E_{min}/B$")
+        if math.isfinite(cbs.b_crit_measured):
+            ax_s.axvline(cbs.b_crit_measured, color="C3", linestyle=":", linewidth=0.8,
+                         label=rf"$E = {cbs.threshold:g}\,E_{{min}}$ at "
+                               f"B = {cbs.b_crit_measured:.3g}")
+        ax_s.set(xscale="log", yscale="log", ylabel="steps to target\n(optimizer steps)",
+                 ylim=(0.5 * min(cbs.s_min, t["steps"].values[ok].min()), None))
+        ax_s.legend()
+        ax_lr.plot(b[ok], t["learning_rate"].values[ok], "o", mfc="none", color="k", label="grid")
+        ax_lr.plot(b[ok], t["learning_rate_opt"].values[ok], "o", color="k", label="refined")
+        if math.isfinite(cbs.b_noise):
+            ax_lr.plot(curve, cbs.eps_max / (1 + cbs.b_noise / curve), "-", color="C0",
+                       label=rf"$\epsilon_{{max}}/(1 + B_{{noise}}/B)$, $B_{{noise}}$ = "
+                             f"{cbs.b_noise:.3g}")
+        ax_lr.set(xscale="log", yscale="log", xlabel="batch size (examples)",
+                  ylabel="best learning rate")
+        ax_lr.legend()
+    if path is not None:
+        save_figure(fig, path)
+    return fig
