@@ -1,0 +1,54 @@
+"""The experiment scripts' --quick presets: they run, and what they report is what the library
+computes from the saved sweep (and a finished sweep is re-analysed, not retrained)."""
+
+from __future__ import annotations
+
+import importlib.util
+import json
+import math
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+import jaxsgd
+from jaxsgd.critical import critical_batch_size, sweep_steps_to_target
+
+EXPERIMENTS = Path(__file__).resolve().parent.parent / "experiments"
+
+
+def _load(name):
+    spec = importlib.util.spec_from_file_location(name, EXPERIMENTS / f"{name}.py")
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+def test_critical_batch_quick_reports_the_saved_sweeps_numbers(tmp_path):
+    experiment = _load("critical_batch")
+    out, figure = tmp_path / "sweep", tmp_path / "figure"
+    argv = ["--quick", "--out", str(out), "--figure", str(figure), "--no-progress"]
+    rows = experiment.main(argv)
+    assert figure.with_suffix(".png").exists() and figure.with_suffix(".pdf").exists()
+    assert figure.with_suffix(".json").read_text() == json.dumps(rows, indent=1)
+    result = jaxsgd.load_sweep(out)
+    fitted = [r for r in rows if "error" not in r]
+    assert fitted, rows
+    for row in fitted:
+        cbs = critical_batch_size(sweep_steps_to_target(result, row["target"], "train_loss"))
+        assert row["b_crit"] == pytest.approx(cbs.b_crit)
+        assert row["steps"] == pytest.approx(list(cbs.table["steps"].values))
+        # B_simple at the target is the probe's value at the step the best runs reached it.
+        i = int(np.argmax(np.isfinite(cbs.table["steps"].values)))
+        b, lr = int(cbs.table["batch_size"][i]), float(cbs.table["learning_rate"][i])
+        steps = sweep_steps_to_target(result, row["target"], "train_loss").sel(
+            batch_size=b, learning_rate=lr)
+        probe = result.metrics["noise_scale_b_simple"].sel(batch_size=b, learning_rate=lr)
+        expected = np.mean([float(probe.sel(seed=s).sel(noise_scale_step=float(steps.sel(seed=s)),
+                                                        method="ffill"))
+                            for s in steps["seed"].values])
+        got = row["b_simple"][i]
+        assert (got is None and expected <= 0) or got == pytest.approx(expected)
+    # A finished sweep is re-analysed, identically.
+    assert json.dumps(experiment.main(argv)) == json.dumps(rows)
+    assert all(math.isfinite(r["b_crit"]) for r in fitted)
