@@ -15,6 +15,7 @@ Where things live (one concept per module):
   noise_probes  B_simple every step and B_noise every k steps, inside the sweep
   intervals     bootstrap and across-seed confidence intervals
   critical      critical_batch_size: S_min, E_min, B_crit and ε_opt(B) from steps-to-target
+  nqm           the noisy quadratic model: exact dynamics, steps to target, Monte Carlo check
   training      one run as pure functions (init / advance / finish)
   devices       CPU devices (4 per core); the mesh over runs; run-sharded global arrays
   programs      a group's programs: jit(shard_map(vmap(...))) over the runs
@@ -46,6 +47,8 @@ from jaxsgd.critical import (CriticalBatchSize, critical_batch_size, plot_critic
 from jaxsgd.intervals import (Interval, NoiseScaleInterval, noise_scale_interval, ratio_interval,
                               seed_interval)
 from jaxsgd.noise_probes import hessian_noise_probe, noise_scale_probe
+from jaxsgd.nqm import (NQM, NQMMonteCarlo, NQMSteps, make_nqm, nqm_critical_batch_size,
+                        nqm_expected_loss, nqm_first_crossing, nqm_monte_carlo, nqm_steps_to_target)
 from jaxsgd.per_example import example_gradient_gram, value_grad_and_example_norms
 from jaxsgd.probes import Probe, StepGradients, gradient_norm
 from jaxsgd.results import SweepResult, load_sweep
@@ -58,10 +61,17 @@ from jaxsgd.training import make_trainer
 __version__ = "0.1.0"
 
 __all__ = [
-    "DATASETS", "GRID_FIELDS", "MODELS", "OPTIMIZERS", "SCHEDULES",
-    "CheckpointError", "ConfigError", "CriticalBatchSize", "DataError", "Dataset", "Grid", "HParams", "HessianNoiseScale", "Interval", "Model", "NoiseScaleInterval", "NoiseScale", "Probe", "StepGradients", "SweepConfig",
-    "SweepResult", "Task",
-    "accuracy", "best_learning_rate", "critical_batch_size", "cross_entropy", "example_gradient_gram", "from_arrays", "gradient_noise_scale", "gradient_norm", "hessian_noise_probe", "hessian_noise_scale", "learning_rate_multiplier",
-    "load_dataset", "load_sweep", "make_loss_fn", "make_model", "make_optimizer",
-    "make_trainer", "mse", "noise_scale_ema", "noise_scale_interval", "noise_scale_probe", "plot_critical_batch_size", "plot_sweep", "ratio_interval", "run_sweep", "seed_interval", "steps_to_target", "summarize", "sweep_steps_to_target", "task_for", "two_batch_noise_scale", "validate", "value_grad_and_example_norms",
+    "DATASETS", "GRID_FIELDS", "MODELS", "NQM", "OPTIMIZERS", "SCHEDULES",
+    "CheckpointError", "ConfigError", "CriticalBatchSize", "DataError", "Dataset", "Grid",
+    "HParams", "HessianNoiseScale", "Interval", "Model", "NQMMonteCarlo", "NQMSteps", "NoiseScale",
+    "NoiseScaleInterval", "Probe", "StepGradients", "SweepConfig", "SweepResult", "Task",
+    "accuracy", "best_learning_rate", "critical_batch_size", "cross_entropy",
+    "example_gradient_gram", "from_arrays", "gradient_noise_scale", "gradient_norm",
+    "hessian_noise_probe", "hessian_noise_scale", "learning_rate_multiplier", "load_dataset",
+    "load_sweep", "make_loss_fn", "make_model", "make_nqm", "make_optimizer", "make_trainer",
+    "mse", "noise_scale_ema", "noise_scale_interval", "noise_scale_probe",
+    "nqm_critical_batch_size", "nqm_expected_loss", "nqm_first_crossing", "nqm_monte_carlo",
+    "nqm_steps_to_target", "plot_critical_batch_size", "plot_sweep", "ratio_interval", "run_sweep",
+    "seed_interval", "steps_to_target", "summarize", "sweep_steps_to_target", "task_for",
+    "two_batch_noise_scale", "validate", "value_grad_and_example_norms",
 ]
