@@ -311,9 +311,3 @@ def example_norms_method(loss_fn, params, batch) -> str:
     except UnsupportedModel:
         return "vmap"
     return "layers"
-
-
-def total_sq_norms(sq_norms: PyTree) -> jax.Array:
-    """Σ over leaves of per-example squared norms: [B]."""
-    return sum(jax.tree.leaves(sq_norms))
-
