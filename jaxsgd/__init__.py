@@ -16,6 +16,7 @@ Where things live (one concept per module):
   intervals     bootstrap and across-seed confidence intervals
   critical      critical_batch_size: S_min, E_min, B_crit and ε_opt(B) from steps-to-target
   nqm           the noisy quadratic model: exact dynamics, steps to target, Monte Carlo check
+  landscape     loss landscapes: interpolation, filter-normalised directions, 1-D/2-D surfaces
   training      one run as pure functions (init / advance / finish)
   devices       CPU devices (4 per core); the mesh over runs; run-sharded global arrays
   programs      a group's programs: jit(shard_map(vmap(...))) over the runs
@@ -49,6 +50,9 @@ from jaxsgd.intervals import (Interval, NoiseScaleInterval, noise_scale_interval
 from jaxsgd.noise_probes import hessian_noise_probe, noise_scale_probe
 from jaxsgd.nqm import (NQM, NQMMonteCarlo, NQMSteps, make_nqm, nqm_critical_batch_size,
                         nqm_expected_loss, nqm_first_crossing, nqm_monte_carlo, nqm_steps_to_target)
+from jaxsgd.landscape import (filter_normalize, filter_normalized_direction, interpolate,
+                               loss_surface_1d, loss_surface_2d, plot_interpolation,
+                               plot_surface_2d)
 from jaxsgd.per_example import example_gradient_gram, value_grad_and_example_norms
 from jaxsgd.probes import Probe, StepGradients, gradient_norm
 from jaxsgd.results import SweepResult, load_sweep
@@ -66,12 +70,13 @@ __all__ = [
     "HParams", "HessianNoiseScale", "Interval", "Model", "NQMMonteCarlo", "NQMSteps", "NoiseScale",
     "NoiseScaleInterval", "Probe", "StepGradients", "SweepConfig", "SweepResult", "Task",
     "accuracy", "best_learning_rate", "critical_batch_size", "cross_entropy",
-    "example_gradient_gram", "from_arrays", "gradient_noise_scale", "gradient_norm",
-    "hessian_noise_probe", "hessian_noise_scale", "learning_rate_multiplier", "load_dataset",
-    "load_sweep", "make_loss_fn", "make_model", "make_nqm", "make_optimizer", "make_trainer",
+    "example_gradient_gram", "filter_normalize", "filter_normalized_direction", "from_arrays", "gradient_noise_scale", "gradient_norm",
+    "hessian_noise_probe", "hessian_noise_scale", "interpolate", "learning_rate_multiplier", "load_dataset",
+    "load_sweep", "loss_surface_1d", "loss_surface_2d", "make_loss_fn", "make_model", "make_nqm", "make_optimizer", "make_trainer",
     "mse", "noise_scale_ema", "noise_scale_interval", "noise_scale_probe",
     "nqm_critical_batch_size", "nqm_expected_loss", "nqm_first_crossing", "nqm_monte_carlo",
-    "nqm_steps_to_target", "plot_critical_batch_size", "plot_sweep", "ratio_interval", "run_sweep",
+    "nqm_steps_to_target", "plot_critical_batch_size", "plot_interpolation", "plot_surface_2d",
+    "plot_sweep", "ratio_interval", "run_sweep",
     "seed_interval", "steps_to_target", "summarize", "sweep_steps_to_target", "task_for",
     "two_batch_noise_scale", "validate", "value_grad_and_example_norms",
 ]
