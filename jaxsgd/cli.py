@@ -63,6 +63,7 @@ _KEY_HELP = {
     "evaluation.train_examples": "training examples used for train loss/accuracy (default: all)",
     "target.metric": "metric for steps-to-target",
     "target.value": "reached at metric <= value (losses, errors) or >= value (accuracies)",
+    "target.stop": "stop each run (freeze its parameters) when it reaches the target",
     "grid.learning_rate": "peak learning rates (> 0)",
     "grid.momentum": "momentum ('momentum'/'nesterov') or beta1 ('adam'/'adamw'), in [0,1)",
     "grid.weight_decay": "L2 coefficient (decoupled for 'adamw'), >= 0",
@@ -77,7 +78,7 @@ _CHOICES = {
     "training.budget_unit": BUDGET_UNITS,
     "target.metric": tuple(TARGET_METRICS),
 }
-_KIND_NAMES = {"str": "string", "int": "integer", "float": "number",
+_KIND_NAMES = {"bool": "true/false", "str": "string", "int": "integer", "float": "number",
                "int_list": "list of integers", "float_list": "list of numbers"}
 
 

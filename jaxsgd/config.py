@@ -96,6 +96,9 @@ class SweepConfig:
         exceeds this multiple of its first minibatch loss.
     target_metric / target_value: steps-to-target is the first evaluation step where the metric
         reaches the value (<= for losses and errors, >= for accuracies).
+    stop_at_target: a run stops (parameters and optimizer state frozen) at the first evaluation
+        where it meets the target, so its final parameters are those at the target: solutions
+        compared "at the same training loss" (Keskar et al. 2017). Needs a target.
     decay_boundaries: for the 'step' schedule, fractions of the run where the rate is multiplied
         by ``decay``.
     """
@@ -117,6 +120,7 @@ class SweepConfig:
     divergence_factor: float = 10.0
     target_metric: str | None = None
     target_value: float | None = None
+    stop_at_target: bool = False
     grid: Grid = field(default_factory=Grid)
 
     def num_steps(self, batch_size: int) -> int:
@@ -145,7 +149,8 @@ class SweepConfig:
                 "log_points": self.eval_log_points,
                 "train_examples": self.eval_train_examples,
             },
-            "target": {"metric": self.target_metric, "value": self.target_value},
+            "target": {"metric": self.target_metric, "value": self.target_value,
+                       "stop": self.stop_at_target or None},  # absent when False
             "grid": {k: list(v) for k, v in self.grid.axes().items()},
         }
         # TOML has no null: drop None values.
@@ -181,7 +186,8 @@ _SCHEMA: dict[str, dict[str, tuple[str, str]]] = {
         "log_points": ("eval_log_points", "int"),
         "train_examples": ("eval_train_examples", "int"),
     },
-    "target": {"metric": ("target_metric", "str"), "value": ("target_value", "float")},
+    "target": {"metric": ("target_metric", "str"), "value": ("target_value", "float"),
+               "stop": ("stop_at_target", "bool")},
 }
 _GRID_KINDS = {name: "int_list" if name == "seed" else "float_list" for name in GRID_FIELDS}
 _SECTIONS = ("data", "model", *_SCHEMA, "grid")
@@ -196,6 +202,10 @@ def _coerce(where: str, value: Any, kind: str) -> Any:
     if kind == "str":
         if not isinstance(value, str):
             raise bad("a string")
+        return value
+    if kind == "bool":
+        if not isinstance(value, bool):
+            raise bad("true or false")
         return value
     if kind == "int":
         if not is_int:
@@ -308,6 +318,8 @@ def validate(config: SweepConfig, num_train: int | None = None) -> SweepConfig:
                f"{', '.join(TARGET_METRICS)}")
         _check(c.target_value is not None and math.isfinite(c.target_value),
                f"target.value: {c.target_value!r} must be a finite number")
+    _check(not c.stop_at_target or c.target_metric is not None,
+           "target.stop: true needs a target (target.metric and target.value)")
     _validate_grid(c.grid, c.optimizer, c.schedule)
     return c
 

@@ -100,7 +100,9 @@ def train_spec(config: SweepConfig, batch_size: int, num_train: int,
         num_eval_slots=len(np.unique(steps)), optimizer=config.optimizer,
         schedule=config.schedule, decay_boundaries=tuple(config.decay_boundaries),
         sampling=config.sampling, divergence_factor=config.divergence_factor,
-        eval_slice=eval_slice)
+        eval_slice=eval_slice,
+        stop_metric=config.target_metric if config.stop_at_target else None,
+        stop_value=float(config.target_value) if config.stop_at_target else 0.0)
 
 
 def chunk_length(num_steps: int, chunk_steps: int | None) -> int:

@@ -12,7 +12,8 @@ One optimizer step ``t`` (the scan body, ``train_step``):
    asks for them and the model's layers allow it — ``jaxsgd.per_example``)
 4. probes due at t measure θ_t on the same minibatch             — ``lax.cond`` each
 5. divergence check on the minibatch loss; a diverged run is frozen from here on
-6. optimizer update θ_{t+1} = θ_t + u_t (optax), unless frozen
+6. optimizer update θ_{t+1} = θ_t + u_t (optax), unless frozen (diverged, or stopped: with
+   ``stop_metric`` a run freezes at the first evaluation that meets the target)
 
 Evaluations land in fixed-size buffers in the carry (slot = index among evaluated steps), so a
 run's outputs have static shapes and a scan chunk never depends on the chunking.
@@ -50,6 +51,8 @@ class TrainSpec:
     sampling: str = "epoch"
     divergence_factor: float = 10.0
     eval_slice: int | None = 1024  # evaluation examples per slice (memory), None: all at once
+    stop_metric: str | None = None  # freeze a run at the first evaluation meeting the target
+    stop_value: float = 0.0
 
 
 class TrainData(NamedTuple):
@@ -63,8 +66,9 @@ class TrainData(NamedTuple):
 class RunState(NamedTuple):
     """Carry of one run (leading [runs] axis on every leaf when vmapped).
 
-    diverged_step is -1 until the run diverges; loss_sum/loss_count accumulate minibatch losses
-    since the last evaluation; evals maps metric name -> [num_eval_slots] float32 (NaN until
+    diverged_step is -1 until the run diverges; stopped turns true at the evaluation where the
+    run met the stopping target (``TrainSpec.stop_metric``); loss_sum/loss_count accumulate
+    minibatch losses since the last evaluation; evals maps metric name -> [num_eval_slots] float32 (NaN until
     written); probe_outputs[i] maps output name -> [num_probe_points, ...].
     """
 
@@ -76,6 +80,7 @@ class RunState(NamedTuple):
     initial_loss: jax.Array
     diverged: jax.Array
     diverged_step: jax.Array
+    stopped: jax.Array
     loss_sum: jax.Array
     loss_count: jax.Array
     evals: dict[str, jax.Array]
@@ -145,11 +150,23 @@ def make_trainer(
                                       spec.num_train, spec.sampling)
         return sampler, (data.x[idx], data.y[idx])
 
+    def target_met(values: dict[str, jax.Array]) -> jax.Array:
+        name = spec.stop_metric
+        if name.endswith("_error"):
+            return 1.0 - values[name.replace("_error", "_accuracy")] <= spec.stop_value
+        if name.endswith("_accuracy"):
+            return values[name] >= spec.stop_value
+        return values[name] <= spec.stop_value
+
     def record_eval(state: RunState, data: TrainData, slot) -> RunState:
         values = evaluate(model_apply, metrics, state.params, data.eval, spec.eval_slice)
         values["batch_loss"] = state.loss_sum / state.loss_count  # NaN before the first step
         evals = {k: buf.at[slot].set(values[k]) for k, buf in state.evals.items()}
-        return state._replace(evals=evals, loss_sum=jnp.zeros_like(state.loss_sum),
+        stopped = state.stopped
+        if spec.stop_metric is not None:
+            stopped = stopped | target_met(values)
+        return state._replace(evals=evals, stopped=stopped,
+                              loss_sum=jnp.zeros_like(state.loss_sum),
                               loss_count=jnp.zeros_like(state.loss_count))
 
     wants_norms = any(p.step_gradients for p in probes)
@@ -193,7 +210,8 @@ def make_trainer(
             sampler=init_sampler(spec.num_train, spec.sampling),
             data_key=jax.random.key_data(k_data), probe_key=jax.random.key_data(k_probe),
             initial_loss=jnp.float32(jnp.nan), diverged=jnp.bool_(False),
-            diverged_step=jnp.int32(-1), loss_sum=jnp.float32(0.0), loss_count=jnp.float32(0.0),
+            diverged_step=jnp.int32(-1), stopped=jnp.bool_(False), loss_sum=jnp.float32(0.0),
+            loss_count=jnp.float32(0.0),
             evals=evals, probe_states=tuple(probe_states), probe_outputs=tuple(probe_outputs))
 
     def run_probes(state: RunState, batch, step, gradients: StepGradients):
@@ -221,10 +239,12 @@ def make_trainer(
             state = run_probes(state, batch, step, gradients)
         initial = jnp.where(step == 0, loss_value, state.initial_loss)
         bad = ~jnp.isfinite(loss_value) | (loss_value > spec.divergence_factor * initial)
+        bad = bad & ~state.stopped
         diverged = state.diverged | bad
+        frozen = diverged | state.stopped
         updates, opt_state = optimizer(hp).update(grads, state.opt_state, state.params)
         params = optax.apply_updates(state.params, updates)
-        keep = lambda new, old: jnp.where(diverged, old, new)  # freeze a diverged run
+        keep = lambda new, old: jnp.where(frozen, old, new)  # freeze a diverged/stopped run
         live = (~diverged).astype(jnp.float32)
         return state._replace(
             params=jax.tree.map(keep, params, state.params),

@@ -147,6 +147,36 @@ def test_steps_to_target_in_sweep_is_first_evaluation_reaching_it(mnist1d_small)
     assert np.isfinite(m.steps_to_target).any() and np.isinf(m.steps_to_target).any()
 
 
+def test_stop_at_target_freezes_each_run_at_its_target_evaluation(mnist1d_small):
+    """A stopped run's final parameters are its parameters at the target evaluation: equal to
+    the same run trained (unstopped) for exactly steps_to_target steps."""
+    config = small_config(budget=60, eval_every=5, target_metric="train_loss", target_value=2.0,
+                          stop_at_target=True, batch_sizes=(16,))
+    stopped = run_sweep(config, data=mnist1d_small)
+    m = stopped.metrics.sel(batch_size=16)
+    reached = np.isfinite(m.steps_to_target.values)
+    assert reached.any() and (~reached).any()  # some runs stop, some never reach 2.0
+    for lr in config.grid.learning_rate:
+        for seed in config.grid.seed:
+            run = m.sel(learning_rate=lr, seed=seed)
+            if np.isfinite(float(run.steps_to_target)):  # flat from the target on
+                after = run.step.values >= float(run.steps_to_target)
+                np.testing.assert_array_equal(run.train_loss.values[after],
+                                              run.train_loss.values[after][0])
+            else:
+                assert np.all(np.diff(run.train_loss.values) != 0)
+    lr, seed = 0.2, 1
+    target = int(m.steps_to_target.sel(learning_rate=lr, seed=seed))
+    alone = run_sweep(config.replace(stop_at_target=False, budget=target,
+                                     grid=Grid(learning_rate=(lr,), seed=(seed,))),
+                      data=mnist1d_small)
+    for a, b in zip(jax.tree.leaves(stopped.run_params(16, learning_rate=lr, seed=seed)),
+                    jax.tree.leaves(alone.run_params(16, learning_rate=lr, seed=seed))):
+        np.testing.assert_allclose(a, b, rtol=1e-5, atol=1e-6)
+    with pytest.raises(jaxsgd.ConfigError, match="target.stop"):
+        jaxsgd.validate(small_config(stop_at_target=True))
+
+
 def test_examples_budget_gives_each_batch_size_its_steps(mnist1d_small):
     config = small_config(budget=2**10, budget_unit="examples", eval_every=2**8)
     m = run_sweep(config, data=mnist1d_small).metrics
