@@ -152,7 +152,7 @@ def schema_help() -> str:
         lines.append(_key_line("grid", name, kind, getattr(default_grid, name)))
     lines += ["", "  [probes.NAME]   measurements inside the training scan; options are the "
                   "factory's keywords:"]
-    lines += [_wrap(f"                         {name}: {_signature_options(f, skip=('name',))}",
+    lines += [_wrap(f"                         {name}: {_signature_options(f, skip=_PYTHON_ONLY)}",
                     indent=27) for name, f in _probe_factories().items()]
     lines += ["", "  A scalar where a list is expected is a one-element list.",
               "  Examples: experiments/configs/mnist1d_quick.toml (quick start), "
@@ -244,12 +244,18 @@ class _InputError(Exception):
     """Bad input to report as one line; the message is complete."""
 
 
+# Probe options a TOML file cannot give: the name is the table's, and arrays (a fixed batch of
+# data) belong to the Python API.
+_PYTHON_ONLY = ("name", "data")
+
+
 def _probe_factories() -> dict[str, Callable]:
+    from jaxsgd.curvature_probes import lambda_max_probe
     from jaxsgd.noise_probes import hessian_noise_probe, noise_scale_probe
     from jaxsgd.probes import gradient_norm
 
     return {"noise_scale": noise_scale_probe, "hessian_noise": hessian_noise_probe,
-            "gradient_norm": gradient_norm}
+            "gradient_norm": gradient_norm, "lambda_max": lambda_max_probe}
 
 
 def read_probes(table: Any, where: str) -> tuple:
@@ -264,7 +270,8 @@ def read_probes(table: Any, where: str) -> tuple:
                               f"{', '.join(factories)}")
         if not isinstance(options, dict):
             raise _InputError(f"{where}: [probes.{name}] must be a table of options")
-        accepted = [k for k in inspect.signature(factories[name]).parameters if k != "name"]
+        accepted = [k for k in inspect.signature(factories[name]).parameters
+                    if k not in _PYTHON_ONLY]
         unknown = [k for k in options if k not in accepted]
         if unknown:
             raise _InputError(f"{where}: [probes.{name}]: unknown option {unknown[0]!r}; "

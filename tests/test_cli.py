@@ -186,7 +186,8 @@ def test_bad_configuration_is_one_error_line(tmp_path, capsys, old, new, expecte
 def test_probes_from_the_configuration_file(tmp_path, capsys):
     from jaxsgd.results import load_sweep
 
-    text = _replace(TINY, "[grid]", "[probes.noise_scale]\nevery = 4\n\n[grid]")
+    text = _replace(TINY, "[grid]", "[probes.noise_scale]\nevery = 4\n\n"
+                    "[probes.lambda_max]\nevery = 8\nnum_iterations = 3\n\n[grid]")
     text = _replace(text, "batch_sizes = [16, 64]", "batch_sizes = [16]")
     out = tmp_path / "out"
     assert main(["sweep", _write(tmp_path, text), "--out", str(out), "--no-figure",
@@ -195,6 +196,8 @@ def test_probes_from_the_configuration_file(tmp_path, capsys):
     assert list(metrics.noise_scale_step.values) == list(range(0, 32, 4))  # 512/16 = 32 steps
     assert np.isfinite(metrics.noise_scale_trace_cov).all()
     assert (metrics.noise_scale_trace_cov > 0).all()  # tr Σ estimates are never negative here
+    assert list(metrics.lambda_max_step.values) == list(range(0, 32, 8))
+    assert (metrics.lambda_max_value > 0).all()  # a cross-entropy MLP's top eigenvalue
 
 
 def test_existing_out_folder_is_refused(tmp_path, capsys):
