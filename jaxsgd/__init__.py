@@ -16,7 +16,11 @@ Where things live (one concept per module):
   intervals     bootstrap and across-seed confidence intervals
   critical      critical_batch_size: S_min, E_min, B_crit and ε_opt(B) from steps-to-target
   nqm           the noisy quadratic model: exact dynamics, steps to target, Monte Carlo check
+  curvature     Hessian-vector products, top/smallest/per-layer eigenvalues, trace, spectral density
+  sharpness     ε-sharpness (Keskar), SAM worst-case, adaptive, average-case and m-sharpness
   landscape     loss landscapes: interpolation, filter-normalised directions, 1-D/2-D surfaces
+  curvature_probes  λ_max every k steps inside the sweep (warm-started Lanczos)
+  minima        minima_summary: losses, gap, distance, λ_max, trace, sharpness per run of a sweep
   training      one run as pure functions (init / advance / finish)
   devices       CPU devices (4 per core); the mesh over runs; run-sharded global arrays
   programs      a group's programs: jit(shard_map(vmap(...))) over the runs
@@ -53,30 +57,45 @@ from jaxsgd.nqm import (NQM, NQMMonteCarlo, NQMSteps, make_nqm, nqm_critical_bat
 from jaxsgd.landscape import (filter_normalize, filter_normalized_direction, interpolate,
                                loss_surface_1d, loss_surface_2d, plot_interpolation,
                                plot_surface_2d)
+from jaxsgd.curvature import (FlatHessian, HessianEigenpairs, HessianSpectrum, HessianTrace,
+                              block_top_hessian_eigenvalues, hessian_blocks, hessian_matvec,
+                              hessian_spectrum, hessian_trace, hvp, spectral_moment,
+                              top_hessian_eigenvalues)
+from jaxsgd.sharpness import (AverageSharpness, EpsilonSharpness, WorstCaseSharpness,
+                              adaptive_sharpness, average_sharpness, epsilon_sharpness,
+                              epsilon_sharpness_lbfgsb, sam_sharpness)
+from jaxsgd.curvature_probes import lambda_max_probe
 from jaxsgd.per_example import example_gradient_gram, value_grad_and_example_norms
 from jaxsgd.probes import Probe, StepGradients, gradient_norm
 from jaxsgd.results import SweepResult, load_sweep
 from jaxsgd.plotting import plot_sweep
 from jaxsgd.summary import best_learning_rate, summarize
 from jaxsgd.sweep import run_sweep
+from jaxsgd.minima import MinimaOptions, measure_minimum, minima_summary
 from jaxsgd.targets import steps_to_target
 from jaxsgd.training import make_trainer
 
 __version__ = "0.1.0"
 
 __all__ = [
-    "DATASETS", "GRID_FIELDS", "MODELS", "NQM", "OPTIMIZERS", "SCHEDULES",
-    "CheckpointError", "ConfigError", "CriticalBatchSize", "DataError", "Dataset", "Grid",
-    "HParams", "HessianNoiseScale", "Interval", "Model", "NQMMonteCarlo", "NQMSteps", "NoiseScale",
-    "NoiseScaleInterval", "Probe", "StepGradients", "SweepConfig", "SweepResult", "Task",
-    "accuracy", "best_learning_rate", "critical_batch_size", "cross_entropy",
-    "example_gradient_gram", "filter_normalize", "filter_normalized_direction", "from_arrays", "gradient_noise_scale", "gradient_norm",
-    "hessian_noise_probe", "hessian_noise_scale", "interpolate", "learning_rate_multiplier", "load_dataset",
-    "load_sweep", "loss_surface_1d", "loss_surface_2d", "make_loss_fn", "make_model", "make_nqm", "make_optimizer", "make_trainer",
-    "mse", "noise_scale_ema", "noise_scale_interval", "noise_scale_probe",
-    "nqm_critical_batch_size", "nqm_expected_loss", "nqm_first_crossing", "nqm_monte_carlo",
-    "nqm_steps_to_target", "plot_critical_batch_size", "plot_interpolation", "plot_surface_2d",
-    "plot_sweep", "ratio_interval", "run_sweep",
-    "seed_interval", "steps_to_target", "summarize", "sweep_steps_to_target", "task_for",
+    "DATASETS", "GRID_FIELDS", "MODELS", "NQM", "OPTIMIZERS", "SCHEDULES", "AverageSharpness",
+    "CheckpointError", "ConfigError", "CriticalBatchSize", "DataError", "Dataset",
+    "EpsilonSharpness", "FlatHessian", "Grid", "HParams", "HessianEigenpairs", "HessianNoiseScale",
+    "HessianSpectrum", "HessianTrace", "Interval", "MinimaOptions", "Model", "NQMMonteCarlo",
+    "NQMSteps", "NoiseScale", "NoiseScaleInterval", "Probe", "StepGradients", "SweepConfig",
+    "SweepResult", "Task", "WorstCaseSharpness", "accuracy", "adaptive_sharpness",
+    "average_sharpness", "best_learning_rate", "block_top_hessian_eigenvalues",
+    "critical_batch_size", "cross_entropy", "epsilon_sharpness", "epsilon_sharpness_lbfgsb",
+    "example_gradient_gram", "filter_normalize", "filter_normalized_direction", "from_arrays",
+    "gradient_noise_scale", "gradient_norm", "hessian_blocks", "hessian_matvec",
+    "hessian_noise_probe", "hessian_noise_scale", "hessian_spectrum", "hessian_trace", "hvp",
+    "interpolate", "lambda_max_probe", "learning_rate_multiplier", "load_dataset", "load_sweep",
+    "loss_surface_1d", "loss_surface_2d", "make_loss_fn", "make_model", "make_nqm",
+    "make_optimizer", "make_trainer", "measure_minimum", "minima_summary", "mse",
+    "noise_scale_ema", "noise_scale_interval", "noise_scale_probe", "nqm_critical_batch_size",
+    "nqm_expected_loss", "nqm_first_crossing", "nqm_monte_carlo", "nqm_steps_to_target",
+    "plot_critical_batch_size", "plot_interpolation", "plot_surface_2d", "plot_sweep",
+    "ratio_interval", "run_sweep", "sam_sharpness", "seed_interval", "spectral_moment",
+    "steps_to_target", "summarize", "sweep_steps_to_target", "task_for", "top_hessian_eigenvalues",
     "two_batch_noise_scale", "validate", "value_grad_and_example_norms",
 ]
