@@ -52,3 +52,46 @@ def test_critical_batch_quick_reports_the_saved_sweeps_numbers(tmp_path):
     # A finished sweep is re-analysed, identically.
     assert json.dumps(experiment.main(argv)) == json.dumps(rows)
     assert all(math.isfinite(r["b_crit"]) for r in fitted)
+
+
+def test_keskar_quick_compares_solutions_at_the_target_and_interpolates_between_them(tmp_path):
+    experiment = _load("keskar")
+    out, figure = tmp_path / "sweep", tmp_path / "figure"
+    argv = ["--quick", "--out", str(out), "--figure", str(figure), "--no-progress"]
+    report = experiment.main(argv)
+    assert figure.with_suffix(".png").exists()
+    assert figure.with_suffix(".json").read_text() == json.dumps(report, indent=1)
+    config = experiment.PRESETS["quick"]["config"]
+    small, large = str(report["small_batch"]), str(report["large_batch"])
+    for b in (small, large):  # every run stopped at the first evaluation meeting the target
+        assert all(math.isfinite(s) for s in report["steps_to_target"][b])
+        assert max(report["measures"]["train_loss"][b]) <= config.target_value
+    for name, ratio in report["ratio_large_to_small"].items():
+        m = report["measures"][name]
+        assert ratio == pytest.approx(np.mean(m[large]) / np.mean(m[small])), name
+    # The interpolation's end points are the two solutions: their training losses (the sweep's
+    # last evaluation, on the whole training set) at α = 0 and α = 1.
+    alphas = np.array(report["alphas"])
+    seed = report["seeds"].index(report["interpolation_seed"])
+    curve = report["interpolation"]["train"]["loss"]
+    for alpha, b in ((0.0, small), (1.0, large)):
+        at = int(np.argmin(np.abs(alphas - alpha)))
+        assert alphas[at] == alpha
+        assert curve[at] == pytest.approx(report["measures"]["train_loss"][b][seed], rel=1e-4)
+
+
+def test_edge_of_stability_quick_reports_the_probes_values(tmp_path):
+    experiment = _load("edge_of_stability")
+    out, figure = tmp_path / "sweep", tmp_path / "figure"
+    argv = ["--quick", "--out", str(out), "--figure", str(figure), "--no-progress"]
+    report = experiment.main(argv)
+    assert figure.with_suffix(".png").exists()
+    metrics = jaxsgd.load_sweep(out).metrics.isel(seed=0)
+    assert report["full_batch"] == int(metrics.batch_size.max())
+    assert len(report["runs"]) == metrics.batch_size.size * metrics.learning_rate.size
+    for run in report["runs"]:
+        values = metrics["lambda_max_value"].sel(batch_size=run["batch_size"],
+                                                 learning_rate=run["learning_rate"]).values
+        assert run["lambda_max"] == pytest.approx(list(values))
+        assert np.all(values > 0)  # the top eigenvalue of a squared-error loss
+        assert run["max_over_2_lr"] == pytest.approx(values.max() * run["learning_rate"] / 2)
