@@ -120,9 +120,10 @@ def lanczos_top_eigenpair(matvec: Callable[[jax.Array], jax.Array], start: jax.A
         for _ in range(m):
             vectors.append(q)
             w = matvec(q)
-            alpha = jnp.vdot(q, w)
-            for _ in range(2):  # classical Gram-Schmidt, twice ("twice is enough")
+            for sweep in range(2):  # classical Gram-Schmidt, twice ("twice is enough")
                 coefficients = [jnp.vdot(u, w) for u in vectors]
+                if sweep == 0:
+                    alpha = coefficients[-1]  # qᵀAq: the first sweep's last coefficient
                 w = w - sum(c * u for c, u in zip(coefficients, vectors))
             beta, q, scale, live = advance(w, alpha, scale, lives[-1])
             alphas.append(alpha), betas.append(beta), lives.append(live)
@@ -135,8 +136,9 @@ def lanczos_top_eigenpair(matvec: Callable[[jax.Array], jax.Array], start: jax.A
             basis, alphas, betas, live, scale, q = carry
             basis = basis.at[j].set(q)
             w = matvec(q)
-            alpha = jnp.vdot(q, w)
-            w = w - basis.T @ (basis @ w)  # against every Lanczos vector (rows > j are 0),
+            coefficients = basis @ w  # against every Lanczos vector (rows > j are 0),
+            alpha = coefficients[j]  # qᵀAq
+            w = w - basis.T @ coefficients
             w = w - basis.T @ (basis @ w)  # twice
             beta, q, scale, going = advance(w, alpha, scale, live[j])
             return (basis, alphas.at[j].set(alpha), betas.at[j].set(beta),
@@ -158,12 +160,14 @@ def lanczos_top_eigenpair(matvec: Callable[[jax.Array], jax.Array], start: jax.A
     tri = jnp.diag(diagonal) + jnp.diag(off, 1) + jnp.diag(off, -1)
     values, vectors_t = jnp.linalg.eigh(tri)
     s = vectors_t[:, -1]
+    # Norms from the small problem, not from passes over [d] vectors (the cost at small
+    # batches): Q is orthonormal, so ‖y‖ = ‖s‖ = 1, and q_{m+1} ⟂ y, so ‖step‖² is the sum of
+    # its two coefficients' squares.
     y = combine(s)
-    y = y / jnp.linalg.norm(y)
     shift = jnp.minimum(values[0], 0) / 2
-    step = (values[-1] - shift) * y + (betas[-1] * s[-1]) * q_last
-    size = jnp.linalg.norm(step)
-    step = jnp.where(size > 0, step / jnp.where(size > 0, size, 1), y)  # A y = 0: keep y
+    a, b = values[-1] - shift, betas[-1] * s[-1]
+    size = jnp.sqrt(a * a + b * b)
+    step = jnp.where(size > 0, (a * y + b * q_last) / jnp.where(size > 0, size, 1), y)  # Ay = 0
     return TopEigenpair(values[-1], y, jnp.abs(betas[-1] * s[-1]), step)
 
 
