@@ -24,8 +24,6 @@ saved to ``--out`` (re-running resumes it, and a finished sweep is only re-analy
 
 from __future__ import annotations
 
-import argparse
-import json
 import math
 from pathlib import Path
 
@@ -34,6 +32,7 @@ from matplotlib.figure import Figure
 
 import jaxsgd
 from jaxsgd.critical import critical_batch_size, sweep_steps_to_target
+from jaxsgd.experiment_cli import experiment_args, write_report
 from jaxsgd.plotting import COLUMN_WIDTH, plain_log_labels, save_figure, tick_at, use_style
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -138,23 +137,14 @@ def plot(rows: list[dict], path: Path) -> None:
 
 
 def main(argv=None) -> list[dict]:
-    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("--quick", action="store_true", help="tiny preset, seconds")
-    parser.add_argument("--out", default=None, help="sweep folder (resumable)")
-    parser.add_argument("--figure", default=None, help="figure path without suffix")
-    parser.add_argument("--no-progress", action="store_true")
-    args = parser.parse_args(argv)
-    preset = PRESETS["quick" if args.quick else "full"]
-    name = "critical_batch_quick" if args.quick else "critical_batch"
-    out = Path(args.out or ROOT / "runs" / name)
-    figure = Path(args.figure or ROOT / "figures" / name)
+    args = experiment_args(__doc__, "critical_batch", ROOT, argv)
+    preset, out, figure = PRESETS[args.preset], args.out, args.figure
     result = jaxsgd.run_sweep(preset["config"], out,
                               probes=(jaxsgd.noise_scale_probe(every=preset["every"]),),
-                              progress=not args.no_progress)
+                              progress=args.progress)
     rows = analyse(result, preset["targets"])
-    figure.parent.mkdir(parents=True, exist_ok=True)
+    write_report(figure, rows)
     plot(rows, figure)
-    figure.with_suffix(".json").write_text(json.dumps(rows, indent=1))
     print(f"{'train loss':>10} {'B_crit':>8} {'90% interval':>17} {'B_simple':>9} "
           f"{'quartiles':>17} {'B_noise(lr)':>11} {'crit/simple':>11}")
     for r in rows:

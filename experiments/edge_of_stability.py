@@ -20,17 +20,15 @@ is saved to ``--out`` (re-running resumes it, and a finished sweep is only re-an
 
 from __future__ import annotations
 
-import argparse
-import json
 from pathlib import Path
 
 import numpy as np
 from matplotlib.figure import Figure
-from matplotlib.ticker import LogLocator, NullFormatter, ScalarFormatter
 
 import jaxsgd
 from jaxsgd.curvature_probes import lambda_max_probe
-from jaxsgd.plotting import COLUMN_WIDTH, save_figure, use_style
+from jaxsgd.experiment_cli import experiment_args, write_report
+from jaxsgd.plotting import COLUMN_WIDTH, plain_log_labels, save_figure, use_style
 
 ROOT = Path(__file__).resolve().parent.parent
 
@@ -101,9 +99,7 @@ def plot(report: dict, path: Path) -> None:
             ax_gd.axhline(2 / lr, color=f"C{k}", linestyle="--", linewidth=0.8)
         ax_gd.set(xlabel="step", ylabel="λ_max of the training loss", yscale="log",
                   title="full-batch GD (dashed: 2/ε)")
-        ax_gd.yaxis.set_major_locator(LogLocator(base=2))
-        ax_gd.yaxis.set_major_formatter(ScalarFormatter())
-        ax_gd.yaxis.set_minor_formatter(NullFormatter())
+        plain_log_labels(ax_gd.yaxis)
         ax_gd.legend()
         lr = lrs[len(lrs) // 2]
         for k, b in enumerate(sizes):
@@ -118,16 +114,8 @@ def plot(report: dict, path: Path) -> None:
 
 
 def main(argv=None) -> dict:
-    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("--quick", action="store_true", help="tiny preset, seconds")
-    parser.add_argument("--out", default=None, help="sweep folder (resumable)")
-    parser.add_argument("--figure", default=None, help="figure path without suffix")
-    parser.add_argument("--no-progress", action="store_true")
-    args = parser.parse_args(argv)
-    preset = PRESETS["quick" if args.quick else "full"]
-    name = "edge_of_stability_quick" if args.quick else "edge_of_stability"
-    out = Path(args.out or ROOT / "runs" / name)
-    figure = Path(args.figure or ROOT / "figures" / name)
+    args = experiment_args(__doc__, "edge_of_stability", ROOT, argv)
+    preset, out, figure = PRESETS[args.preset], args.out, args.figure
     config = preset["config"]
     data = one_hot_regression(jaxsgd.load_dataset(config.data, **dict(config.data_options)))
     if max(config.batch_sizes) != data.num_train:
@@ -136,11 +124,10 @@ def main(argv=None) -> dict:
     probe = lambda_max_probe(every=preset["every"], num_iterations=preset["num_iterations"],
                              data=(data.x_train, data.y_train))
     result = jaxsgd.run_sweep(config, out, data=data, probes=(probe,),
-                              progress=not args.no_progress)
+                              progress=args.progress)
     report = analyse(result)
-    figure.parent.mkdir(parents=True, exist_ok=True)
+    write_report(figure, report)
     plot(report, figure)
-    figure.with_suffix(".json").write_text(json.dumps(report, indent=1))
     print(f"{'B':>6} {'lr':>6} {'2/lr':>7} {'max λ·lr/2':>11} {'late λ·lr/2':>12} "
           f"{'train loss':>10}")
     for r in report["runs"]:

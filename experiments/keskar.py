@@ -19,8 +19,6 @@ Writes ``figures/keskar.{pdf,png}`` and ``figures/keskar.json``; the sweep is sa
 
 from __future__ import annotations
 
-import argparse
-import json
 from pathlib import Path
 
 import jax
@@ -29,6 +27,7 @@ import numpy as np
 from matplotlib.figure import Figure
 
 import jaxsgd
+from jaxsgd.experiment_cli import experiment_args, write_report
 from jaxsgd.landscape import interpolate, plot_interpolation
 from jaxsgd.minima import MinimaOptions, minima_summary
 from jaxsgd.plotting import COLUMN_WIDTH, save_figure, use_style
@@ -124,21 +123,12 @@ def plot(report: dict, path: Path) -> None:
 
 
 def main(argv=None) -> dict:
-    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("--quick", action="store_true", help="tiny preset, seconds")
-    parser.add_argument("--out", default=None, help="sweep folder (resumable)")
-    parser.add_argument("--figure", default=None, help="figure path without suffix")
-    parser.add_argument("--no-progress", action="store_true")
-    args = parser.parse_args(argv)
-    preset = PRESETS["quick" if args.quick else "full"]
-    name = "keskar_quick" if args.quick else "keskar"
-    out = Path(args.out or ROOT / "runs" / name)
-    figure = Path(args.figure or ROOT / "figures" / name)
-    result = jaxsgd.run_sweep(preset["config"], out, progress=not args.no_progress)
+    args = experiment_args(__doc__, "keskar", ROOT, argv)
+    preset, out, figure = PRESETS[args.preset], args.out, args.figure
+    result = jaxsgd.run_sweep(preset["config"], out, progress=args.progress)
     report = analyse(result, preset["options"], preset["alphas"])
-    figure.parent.mkdir(parents=True, exist_ok=True)
+    write_report(figure, report)
     plot(report, figure)
-    figure.with_suffix(".json").write_text(json.dumps(report, indent=1))
     small, large = report["small_batch"], report["large_batch"]
     print(f"{'measure':>20} {f'B={small}':>12} {f'B={large}':>12} {'large/small':>12}")
     for name in MEASURES:

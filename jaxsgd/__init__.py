@@ -32,6 +32,7 @@ Where things live (one concept per module):
   summary       summarize: the per-batch-size table of a sweep
   plotting      figures in one shared style
   cli           the `jaxsgd` command
+  experiment_cli  the command line shared by the scripts in experiments/
 """
 
 # Before anything starts JAX: 4 CPU devices per core, and the persistent compilation cache.

@@ -24,11 +24,17 @@ def _load(name):
     return module
 
 
-def test_critical_batch_quick_reports_the_saved_sweeps_numbers(tmp_path):
-    experiment = _load("critical_batch")
+def _run_quick(name, tmp_path):
+    """Run an experiment's --quick preset into tmp_path: (module, argv, sweep folder, figure,
+    what main returned)."""
+    experiment = _load(name)
     out, figure = tmp_path / "sweep", tmp_path / "figure"
     argv = ["--quick", "--out", str(out), "--figure", str(figure), "--no-progress"]
-    rows = experiment.main(argv)
+    return experiment, argv, out, figure, experiment.main(argv)
+
+
+def test_critical_batch_quick_reports_the_saved_sweeps_numbers(tmp_path):
+    experiment, argv, out, figure, rows = _run_quick("critical_batch", tmp_path)
     assert figure.with_suffix(".png").exists() and figure.with_suffix(".pdf").exists()
     assert figure.with_suffix(".json").read_text() == json.dumps(rows, indent=1)
     result = jaxsgd.load_sweep(out)
@@ -55,10 +61,7 @@ def test_critical_batch_quick_reports_the_saved_sweeps_numbers(tmp_path):
 
 
 def test_keskar_quick_compares_solutions_at_the_target_and_interpolates_between_them(tmp_path):
-    experiment = _load("keskar")
-    out, figure = tmp_path / "sweep", tmp_path / "figure"
-    argv = ["--quick", "--out", str(out), "--figure", str(figure), "--no-progress"]
-    report = experiment.main(argv)
+    experiment, argv, out, figure, report = _run_quick("keskar", tmp_path)
     assert figure.with_suffix(".png").exists()
     assert figure.with_suffix(".json").read_text() == json.dumps(report, indent=1)
     config = experiment.PRESETS["quick"]["config"]
@@ -81,10 +84,7 @@ def test_keskar_quick_compares_solutions_at_the_target_and_interpolates_between_
 
 
 def test_edge_of_stability_quick_reports_the_probes_values(tmp_path):
-    experiment = _load("edge_of_stability")
-    out, figure = tmp_path / "sweep", tmp_path / "figure"
-    argv = ["--quick", "--out", str(out), "--figure", str(figure), "--no-progress"]
-    report = experiment.main(argv)
+    experiment, argv, out, figure, report = _run_quick("edge_of_stability", tmp_path)
     assert figure.with_suffix(".png").exists()
     metrics = jaxsgd.load_sweep(out).metrics.isel(seed=0)
     assert report["full_batch"] == int(metrics.batch_size.max())
