@@ -22,9 +22,7 @@ Timings are wall-clock seconds; on a shared machine they are only as good as its
 
 from __future__ import annotations
 
-import argparse
 import inspect
-import time
 from pathlib import Path
 
 import jax
@@ -33,7 +31,8 @@ import numpy as np
 import jaxsgd
 from jaxsgd.curvature_probes import lambda_max_probe
 from jaxsgd.data import mnist1d
-from reference_grid import BATCH_SIZES, WIDTHS, run_sweep_options, sweep_config
+from reference_grid import (WIDTHS, Transcript, benchmark_arguments, probe_sweep_costs,
+                            run_sweep_options, sweep_config)
 
 EVERY = 16
 ITERATIONS = (1, 2, 3, 4)
@@ -52,21 +51,6 @@ def cost_variants(data) -> dict[str, tuple]:
     variants[f"k={DEFAULT}, {FIXED_EXAMPLES} ex."] = (
         lambda_max_probe(every=EVERY, data=fixed),)
     return variants
-
-
-def sweep_costs(batch_size: int, budget: int, repeats: int, data, variants) -> dict[str, float]:
-    """Best steady seconds of the reference sweep at one batch size, per variant."""
-    config = sweep_config(batch_size, budget)
-    options = run_sweep_options()
-    for probes in variants.values():  # compile every variant first
-        jaxsgd.run_sweep(config, data=data, probes=probes, **options)
-    best = dict.fromkeys(variants, float("inf"))
-    for _ in range(repeats):
-        for name, probes in variants.items():
-            start = time.perf_counter()
-            jaxsgd.run_sweep(config, data=data, probes=probes, **options)
-            best[name] = min(best[name], time.perf_counter() - start)
-    return best
 
 
 def accuracy(batch_size: int, steps: int, reference_iterations: int, data) -> dict:
@@ -92,22 +76,14 @@ def accuracy(batch_size: int, steps: int, reference_iterations: int, data) -> di
 
 
 def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("--budget", type=int, default=2**15, help="examples per run (cost)")
-    parser.add_argument("--repeats", type=int, default=2)
-    parser.add_argument("--batch-sizes", type=int, nargs="+", default=list(BATCH_SIZES))
+    parser = benchmark_arguments(__doc__, budget=2**15, repeats=2)
     parser.add_argument("--accuracy-steps", type=int, default=512,
                         help="optimizer steps per run of the accuracy sweep (0: skip it)")
     parser.add_argument("--reference-iterations", type=int, default=32)
     parser.add_argument("--out", type=Path,
                         default=Path(__file__).parent / "results" / "curvature_probe.txt")
     args = parser.parse_args()
-    lines = []
-
-    def say(text: str = "") -> None:
-        print(text, flush=True)
-        lines.append(text)
-
+    say = Transcript()
     data = mnist1d(num_samples=5000)
     say(f"jax {jax.__version__}, {jax.device_count()} {jax.devices()[0].platform} devices")
     variants = cost_variants(data)
@@ -119,7 +95,7 @@ def main() -> None:
     say(f"{'B':>6} " + " ".join(f"{n:>17}" for n in names))
     totals = dict.fromkeys(names, 0.0)
     for b in args.batch_sizes:
-        c = sweep_costs(b, args.budget, args.repeats, data, variants)
+        c = probe_sweep_costs(b, args.budget, args.repeats, data, variants)
         for n in names:
             totals[n] += c[n]
         say(f"{b:>6} " + " ".join(f"{c[n]:>9.2f} ({c[n] / c['plain']:.2f})" for n in names))
@@ -130,7 +106,7 @@ def main() -> None:
         say(f"\nAccuracy: 4 runs (learning rates 0.01-0.3, one seed), {args.accuracy_steps} "
             f"steps; warm estimate every {EVERY} steps vs a cold {args.reference_iterations}-step "
             f"Lanczos every {REFERENCE_EVERY}, at its points from step {SKIP_STEPS} on:")
-        say(f"relative error |warm - ref|/ref, median / max (minibatch Hessian of each step)")
+        say("relative error |warm - ref|/ref, median / max (minibatch Hessian of each step)")
         say(f"{'B':>6} {'points':>6} {'lambda_max range':>17} {'ref resid':>9} "
             + " ".join(f"{f'k={k}':>15}" for k in ITERATIONS))
         for b in args.batch_sizes:
@@ -138,9 +114,7 @@ def main() -> None:
             lo, hi = a["lambda_range"]
             say(f"{b:>6} {a['points']:>6} {lo:>8.2f}-{hi:<8.2f} {a['reference_residual']:>9.1e} "
                 + " ".join(f"{a[k][0]:>7.4f}/{a[k][1]:<7.4f}" for k in ITERATIONS))
-    args.out.parent.mkdir(parents=True, exist_ok=True)
-    args.out.write_text("\n".join(lines) + "\n")
-    print(f"\nwritten to {args.out}")
+    say.write(args.out)
 
 
 if __name__ == "__main__":

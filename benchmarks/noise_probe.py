@@ -18,7 +18,6 @@ per-example gradient norms alone.
 
 from __future__ import annotations
 
-import argparse
 import time
 
 import jax
@@ -28,7 +27,7 @@ import jaxsgd
 from jaxsgd.data import mnist1d
 from jaxsgd.losses import cross_entropy
 from jaxsgd.per_example import value_grad_and_example_norms
-from reference_grid import BATCH_SIZES, WIDTHS, run_sweep_options, sweep_config
+from reference_grid import WIDTHS, benchmark_arguments, probe_sweep_costs
 
 NUM_RUNS = 16
 
@@ -71,27 +70,9 @@ PROBES = {
 }
 
 
-def sweep_costs(batch_size: int, budget: int, repeats: int, data) -> dict[str, float]:
-    """Best steady seconds of the reference sweep at one batch size, per probe variant."""
-    config = sweep_config(batch_size, budget)
-    options = run_sweep_options()
-    for probes in PROBES.values():  # compile every variant first
-        jaxsgd.run_sweep(config, data=data, probes=probes, **options)
-    best = {name: float("inf") for name in PROBES}
-    for _ in range(repeats):
-        for name, probes in PROBES.items():
-            start = time.perf_counter()
-            jaxsgd.run_sweep(config, data=data, probes=probes, **options)
-            best[name] = min(best[name], time.perf_counter() - start)
-    return best
-
 
 def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("--budget", type=int, default=2**15, help="examples per run")
-    parser.add_argument("--repeats", type=int, default=2)
-    parser.add_argument("--batch-sizes", type=int, nargs="+", default=list(BATCH_SIZES))
-    args = parser.parse_args()
+    args = benchmark_arguments(__doc__, budget=2**15, repeats=2).parse_args()
     data = mnist1d(num_samples=5000)
     print(f"jax {jax.__version__}, {jax.device_count()} {jax.devices()[0].platform} devices")
 
@@ -110,7 +91,7 @@ def main() -> None:
     print(f"{'B':>6} " + " ".join(f"{n:>26}" for n in names))
     totals = dict.fromkeys(names, 0.0)
     for b in args.batch_sizes:
-        c = sweep_costs(b, args.budget, args.repeats, data)
+        c = probe_sweep_costs(b, args.budget, args.repeats, data, PROBES)
         for n in names:
             totals[n] += c[n]
         print(f"{b:>6} " + " ".join(f"{c[n]:>18.2f} ({c[n] / c['plain']:.3f})" for n in names))

@@ -89,6 +89,49 @@ def sweep_config(batch_size: int, budget: int, num_runs: int = 16) -> "jaxsgd.Sw
                          seed=tuple(range(num_runs // len(LEARNING_RATES)))))
 
 
+def probe_sweep_costs(batch_size: int, budget: int, repeats: int, data,
+                      variants: dict[str, tuple]) -> dict[str, float]:
+    """Best steady seconds of the reference sweep at one batch size, per probe variant
+    (name -> probes): every variant compiled first, then ``repeats`` interleaved timed calls."""
+    config = sweep_config(batch_size, budget)
+    options = run_sweep_options()
+    for probes in variants.values():
+        jaxsgd.run_sweep(config, data=data, probes=probes, **options)
+    best = dict.fromkeys(variants, float("inf"))
+    for _ in range(repeats):
+        for name, probes in variants.items():
+            start = time.perf_counter()
+            jaxsgd.run_sweep(config, data=data, probes=probes, **options)
+            best[name] = min(best[name], time.perf_counter() - start)
+    return best
+
+
+def benchmark_arguments(doc: str, budget: int, repeats: int) -> argparse.ArgumentParser:
+    """The options the component benchmarks share: --budget (examples per run), --repeats,
+    --batch-sizes; add script-specific ones to the returned parser."""
+    parser = argparse.ArgumentParser(description=doc.split("\n\n")[0])
+    parser.add_argument("--budget", type=int, default=budget, help="examples per run")
+    parser.add_argument("--repeats", type=int, default=repeats)
+    parser.add_argument("--batch-sizes", type=int, nargs="+", default=list(BATCH_SIZES))
+    return parser
+
+
+class Transcript:
+    """Lines printed as they come and kept, written to a results file at the end."""
+
+    def __init__(self) -> None:
+        self.lines: list[str] = []
+
+    def __call__(self, text: str = "") -> None:
+        print(text, flush=True)
+        self.lines.append(text)
+
+    def write(self, path) -> None:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        path.write_text("\n".join(self.lines) + "\n")
+        print(f"\nwritten to {path}")
+
+
 def run_sweep_options() -> dict:
     """Keyword arguments for ``jaxsgd.run_sweep``: no progress bar, where it has one."""
     has_progress = "progress" in inspect.signature(jaxsgd.run_sweep).parameters

@@ -28,7 +28,6 @@ Writes the table to ``benchmarks/results/xla_ceiling.txt`` (``--out``).
 
 from __future__ import annotations
 
-import argparse
 import time
 from functools import partial
 from pathlib import Path
@@ -41,7 +40,8 @@ from jax.sharding import NamedSharding, PartitionSpec as P
 import baselines
 import jaxsgd
 from jaxsgd.data import mnist1d
-from reference_grid import BATCH_SIZES, WIDTHS, run_sweep_options, sweep_config
+from reference_grid import (WIDTHS, Transcript, benchmark_arguments, run_sweep_options,
+                            sweep_config)
 
 RUNS = 16
 
@@ -112,19 +112,11 @@ def best_seconds(fn, args, repeats: int) -> float:
 
 
 def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("--budget", type=int, default=2**17, help="examples per run")
-    parser.add_argument("--repeats", type=int, default=3)
-    parser.add_argument("--batch-sizes", type=int, nargs="+", default=list(BATCH_SIZES))
+    parser = benchmark_arguments(__doc__, budget=2**17, repeats=3)
     parser.add_argument("--out", type=Path,
                         default=Path(__file__).parent / "results" / "xla_ceiling.txt")
     args = parser.parse_args()
-    lines = []
-
-    def say(text: str = "") -> None:
-        print(text, flush=True)
-        lines.append(text)
-
+    say = Transcript()
     devices = jax.devices()
     mesh = jax.make_mesh((len(devices),), ("runs",),
                          axis_types=(jax.sharding.AxisType.Auto,))
@@ -184,9 +176,7 @@ def main() -> None:
             totals[c] += seconds[c]
     row("total", {c: total_work / totals[c] for c in columns})
     say("seconds over the batch sizes: " + ", ".join(f"{c} {totals[c]:.2f}" for c in columns))
-    args.out.parent.mkdir(parents=True, exist_ok=True)
-    args.out.write_text("\n".join(lines) + "\n")
-    print(f"written to {args.out}")
+    say.write(args.out)
 
 
 if __name__ == "__main__":
