@@ -18,7 +18,6 @@ per-example gradient norms alone.
 
 from __future__ import annotations
 
-import time
 
 import jax
 import jax.numpy as jnp
@@ -27,20 +26,9 @@ import jaxsgd
 from jaxsgd.data import mnist1d
 from jaxsgd.losses import cross_entropy
 from jaxsgd.per_example import value_grad_and_example_norms
-from reference_grid import WIDTHS, benchmark_arguments, probe_sweep_costs
+from reference_grid import WIDTHS, benchmark_arguments, probe_sweep_costs, time_call
 
 NUM_RUNS = 16
-
-
-def time_call(fn, *args, repeats: int = 5) -> float:
-    """Best wall seconds of ``fn(*args)`` (compiled and warmed up first)."""
-    jax.block_until_ready(fn(*args))
-    best = float("inf")
-    for _ in range(repeats):
-        start = time.perf_counter()
-        jax.block_until_ready(fn(*args))
-        best = min(best, time.perf_counter() - start)
-    return best
 
 
 def per_example_costs(batch_size: int, data) -> dict[str, float]:

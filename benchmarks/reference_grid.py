@@ -89,6 +89,17 @@ def sweep_config(batch_size: int, budget: int, num_runs: int = 16) -> "jaxsgd.Sw
                          seed=tuple(range(num_runs // len(LEARNING_RATES)))))
 
 
+def time_call(fn, *args, repeats: int = 5) -> float:
+    """Best wall seconds of ``fn(*args)`` (compiled and warmed up first)."""
+    jax.block_until_ready(fn(*args))
+    best = float("inf")
+    for _ in range(repeats):
+        start = time.perf_counter()
+        jax.block_until_ready(fn(*args))
+        best = min(best, time.perf_counter() - start)
+    return best
+
+
 def probe_sweep_costs(batch_size: int, budget: int, repeats: int, data,
                       variants: dict[str, tuple]) -> dict[str, float]:
     """Best steady seconds of the reference sweep at one batch size, per probe variant

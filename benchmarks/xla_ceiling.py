@@ -28,7 +28,6 @@ Writes the table to ``benchmarks/results/xla_ceiling.txt`` (``--out``).
 
 from __future__ import annotations
 
-import time
 from functools import partial
 from pathlib import Path
 
@@ -41,7 +40,7 @@ import baselines
 import jaxsgd
 from jaxsgd.data import mnist1d
 from reference_grid import (WIDTHS, Transcript, benchmark_arguments, run_sweep_options,
-                            sweep_config)
+                            sweep_config, time_call)
 
 RUNS = 16
 
@@ -101,16 +100,6 @@ def sharded_scan(step_fn, steps: int, mesh):
                                  out_specs=spec))
 
 
-def best_seconds(fn, args, repeats: int) -> float:
-    jax.block_until_ready(fn(*args))
-    best = float("inf")
-    for _ in range(repeats):
-        start = time.perf_counter()
-        jax.block_until_ready(fn(*args))
-        best = min(best, time.perf_counter() - start)
-    return best
-
-
 def main() -> None:
     parser = benchmark_arguments(__doc__, budget=2**17, repeats=3)
     parser.add_argument("--out", type=Path,
@@ -155,21 +144,15 @@ def main() -> None:
         work = RUNS * steps * b * flops / 1e9
         rates, seconds = {}, {}
         for name, fn in (("matmuls only", matmuls_only), ("bare step", bare_step)):
-            seconds[name] = best_seconds(sharded_scan(fn, steps, mesh), args_, args.repeats)
+            seconds[name] = time_call(sharded_scan(fn, steps, mesh), *args_, repeats=args.repeats)
             rates[name] = work / seconds[name]
-        one_eval = best_seconds(eval_all, (args_[0], *eval_args), args.repeats)
+        one_eval = time_call(eval_all, args_[0], *eval_args, repeats=args.repeats)
         seconds["bare + evals"] = seconds["bare step"] + num_evals * one_eval
         rates["bare + evals"] = work / seconds["bare + evals"]
         config = sweep_config(b, args.budget)
         run = partial(jaxsgd.run_sweep, config, data=data, **run_sweep_options())
-        run()
-        best = float("inf")
-        for _ in range(args.repeats):
-            start = time.perf_counter()
-            run()
-            best = min(best, time.perf_counter() - start)
-        seconds["jaxsgd"] = best
-        rates["jaxsgd"] = work / best
+        seconds["jaxsgd"] = time_call(run, repeats=args.repeats)
+        rates["jaxsgd"] = work / seconds["jaxsgd"]
         row(str(b), rates)
         total_work += work
         for c in columns:
