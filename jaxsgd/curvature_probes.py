@@ -12,8 +12,8 @@ the compiled program shared by every run (its SHA-256 enters the probe's options
 sweep with other data is refused).
 
 Estimator — warm-started Lanczos. The probe's state per run is the previous measurement's top
-Ritz vector v (shaped like params; a random unit vector at initialisation, from the probe's
-key). Each measurement runs m = ``num_iterations`` Lanczos steps from v with full
+Ritz vector v (a flat [d] unit vector in ``ravel_pytree`` order; random at initialisation, from
+the probe's key). Each measurement runs m = ``num_iterations`` Lanczos steps from v with full
 reorthogonalisation, on Hessian-vector products (forward-over-reverse,
 Hv = jvp(∇L, (θ,), (v,))), giving
 
@@ -91,9 +91,10 @@ UNROLL = 8  # Lanczos runs of at most this many steps are unrolled (no dynamic b
 
 
 def lanczos_top_eigenpair(matvec: Callable[[jax.Array], jax.Array], start: jax.Array,
-                          num_iterations: int) -> TopEigenpair:
+                          num_iterations: int, *, unit_start: bool = False) -> TopEigenpair:
     """Top Ritz pair of ``matvec`` (symmetric, [d] -> [d]) after ``num_iterations`` Lanczos
-    steps from ``start`` [d] (any nonzero vector), with full reorthogonalisation.
+    steps from ``start`` [d] (any nonzero vector; ``unit_start=True`` promises ‖start‖ = 1 and
+    skips normalising it), with full reorthogonalisation.
 
     Exactly ``num_iterations`` matvecs: unrolled up to ``UNROLL`` steps (step j
     reorthogonalises against its j vectors only), a ``lax.fori_loop`` over a [m, d] basis
@@ -105,7 +106,7 @@ def lanczos_top_eigenpair(matvec: Callable[[jax.Array], jax.Array], start: jax.A
     m = num_iterations
     dtype = start.dtype
     tol = 64 * jnp.finfo(dtype).eps
-    q0 = start / jnp.linalg.norm(start)
+    q0 = start if unit_start else start / jnp.linalg.norm(start)
 
     def advance(w, alpha, scale, live):
         """β, the next Lanczos vector (0 after a breakdown), the running ‖T‖ and liveness."""
@@ -259,10 +260,10 @@ def lambda_max_probe(every: int = 16, num_iterations: int = 2, data: PyTree | No
                 raise ValueError(f"{label}: {m} exceeds the number of parameters ({d})")
 
     def init(params, key):
-        flat, unravel = ravel_pytree(params)
+        flat, _ = ravel_pytree(params)
         check_size(flat.shape[0])
         v = jax.random.normal(key, flat.shape, flat.dtype)
-        return unravel(v / jnp.linalg.norm(v))
+        return v / jnp.linalg.norm(v)
 
     def measure(loss_fn, params, opt_state, batch, key, step, state):
         del opt_state, step
@@ -270,10 +271,11 @@ def lambda_max_probe(every: int = 16, num_iterations: int = 2, data: PyTree | No
         hessian = hessian_matvec(loss_fn, params, used)
         matvec = hessian.matvec
         check_size(hessian.num_parameters)
-        start, unravel = ravel_pytree(state)
-        top = lanczos_top_eigenpair(matvec, start, num_iterations)
-        new = top.next_start
-        finite = jnp.all(jnp.isfinite(new))
+        start = state
+        top = lanczos_top_eigenpair(matvec, start, num_iterations, unit_start=True)
+        # A NaN or inf anywhere in an HVP reaches α and β, so these two scalars stand for the
+        # whole vector (no pass over [d] to check it).
+        finite = jnp.isfinite(top.value) & jnp.isfinite(top.residual)
         out = {"value": top.value, "residual": top.residual / jnp.abs(top.value)}
         if reference_iterations:
             cold = jax.random.normal(key, start.shape, start.dtype)
@@ -282,7 +284,7 @@ def lambda_max_probe(every: int = 16, num_iterations: int = 2, data: PyTree | No
             # relation (which underflows to 0 in float32 once converged).
             miss = jnp.linalg.norm(matvec(ref.vector) - ref.value * ref.vector)
             out.update(reference=ref.value, reference_residual=miss / jnp.abs(ref.value))
-        state = unravel(jnp.where(finite, new, start))
+        state = jnp.where(finite, top.next_start, start)
         return state, {k: v.astype(jnp.float32) for k, v in out.items()}
 
     options = (("num_iterations", num_iterations), ("reference_iterations", reference_iterations),
