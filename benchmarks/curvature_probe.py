@@ -29,7 +29,7 @@ import jax
 import numpy as np
 
 import jaxsgd
-from jaxsgd.curvature_probes import lambda_max_probe
+from jaxsgd.probes.curvature import lambda_max_probe
 from jaxsgd.data import mnist1d
 from reference_grid import (WIDTHS, Transcript, benchmark_arguments, probe_sweep_costs,
                             run_sweep_options, sweep_config)

@@ -24,6 +24,7 @@ import sys
 CHILD = r"""
 import json, resource, sys, time
 import jaxsgd
+jaxsgd.use_cpu_devices()
 from jaxsgd import Grid, SweepConfig, run_sweep
 runs, steps = int(sys.argv[1]), int(sys.argv[2])
 data = jaxsgd.load_dataset("mnist1d", num_samples=5000)

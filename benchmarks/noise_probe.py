@@ -25,7 +25,7 @@ import jax.numpy as jnp
 import jaxsgd
 from jaxsgd.data import mnist1d
 from jaxsgd.losses import cross_entropy
-from jaxsgd.per_example import value_grad_and_example_norms
+from jaxsgd.measure.per_example import value_grad_and_example_norms
 from reference_grid import WIDTHS, benchmark_arguments, probe_sweep_costs, time_call
 
 NUM_RUNS = 16

@@ -31,9 +31,10 @@ import numpy as np
 from matplotlib.figure import Figure
 
 import jaxsgd
-from jaxsgd.critical import critical_batch_size, sweep_steps_to_target
+from jaxsgd.analysis.critical import critical_batch_size
+from jaxsgd.targets import sweep_steps_to_target
 from jaxsgd.experiment_cli import experiment_args, write_report
-from jaxsgd.plotting import COLUMN_WIDTH, plain_log_labels, save_figure, tick_at, use_style
+from jaxsgd.style import COLUMN_WIDTH, plain_log_labels, save_figure, tick_at, use_style
 
 ROOT = Path(__file__).resolve().parent.parent
 

@@ -26,9 +26,9 @@ import numpy as np
 from matplotlib.figure import Figure
 
 import jaxsgd
-from jaxsgd.curvature_probes import lambda_max_probe
+from jaxsgd.probes.curvature import lambda_max_probe
 from jaxsgd.experiment_cli import experiment_args, write_report
-from jaxsgd.plotting import COLUMN_WIDTH, plain_log_labels, save_figure, use_style
+from jaxsgd.style import COLUMN_WIDTH, plain_log_labels, save_figure, use_style
 
 ROOT = Path(__file__).resolve().parent.parent
 

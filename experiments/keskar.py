@@ -27,10 +27,11 @@ import numpy as np
 from matplotlib.figure import Figure
 
 import jaxsgd
+from jaxsgd.engine.sweep import prepare
 from jaxsgd.experiment_cli import experiment_args, write_report
-from jaxsgd.landscape import interpolate, plot_interpolation
-from jaxsgd.minima import MinimaOptions, minima_summary
-from jaxsgd.plotting import COLUMN_WIDTH, save_figure, use_style
+from jaxsgd.measure.landscape import interpolate, plot_interpolation
+from jaxsgd.analysis.minima import MinimaOptions, minima_summary
+from jaxsgd.style import COLUMN_WIDTH, save_figure, use_style
 
 ROOT = Path(__file__).resolve().parent.parent
 MEASURES = ("epsilon_sharpness", "lambda_max", "hessian_trace", "adaptive_sharpness",
@@ -61,7 +62,7 @@ PRESETS = {
 
 def interpolation_curves(result, small: int, large: int, alphas, seed: int) -> dict:
     """Loss and accuracy on the training and test sets along θ_small → θ_large (one seed)."""
-    data, model, task = jaxsgd.sweep.prepare(result.config)
+    data, model, task = prepare(result.config)
     lr = float(result.metrics.learning_rate[0])
     theta_small = result.run_params(small, learning_rate=lr, seed=seed)
     theta_large = result.run_params(large, learning_rate=lr, seed=seed)

@@ -8,7 +8,7 @@ batch sizes, where noise dominates.
 
 The paper's setting: K = 10⁴ coordinates with h_i = 1/i, per-example noise covariance H,
 x₀ ~ N(0, I), steps to reach ℓ ≤ 0.01 (the first step below it, from the exact expected-loss
-dynamics of ``jaxsgd.nqm``) at the best learning rate per batch size B = 2² … 2²¹, for SGD,
+dynamics of ``jaxsgd.theory.nqm``) at the best learning rate per batch size B = 2² … 2²¹, for SGD,
 heavy-ball momentum β = 0.9, preconditioning P = H^(−1/2) with and without that momentum, and
 SGD with an EMA of the iterates (decay γ = 1 − 10⁻ᵏ, k = 1, 1.5, …, 5: the best per B). The
 critical batch size is where steps exceed perfect scaling from B = 4 by 20%. A Monte Carlo
@@ -40,10 +40,10 @@ import numpy as np
 from matplotlib import ticker
 from matplotlib.figure import Figure
 
-import jaxsgd  # noqa: F401  (configures the CPU devices)
-from jaxsgd.nqm import (make_nqm, nqm_critical_batch_size, nqm_expected_loss, nqm_monte_carlo,
+import jaxsgd
+from jaxsgd.theory.nqm import (make_nqm, nqm_critical_batch_size, nqm_expected_loss, nqm_monte_carlo,
                         nqm_steps_to_target)
-from jaxsgd.plotting import COLUMN_WIDTH, plain_log_labels, save_figure, use_style
+from jaxsgd.style import COLUMN_WIDTH, plain_log_labels, save_figure, use_style
 
 ROOT = Path(__file__).resolve().parent.parent
 
@@ -144,6 +144,7 @@ def main(argv=None) -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--quick", action="store_true", help="K = 100, seconds (for tests)")
     args = parser.parse_args(argv)
+    jaxsgd.use_cpu_devices()  # before JAX starts: 4 CPU devices per core, compilation cache
     preset = PRESETS["quick" if args.quick else "full"]
     name = "nqm_quick" if args.quick else "nqm"
 

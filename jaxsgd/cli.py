@@ -22,22 +22,15 @@ import tomllib
 from pathlib import Path
 from typing import Any, Callable, Sequence
 
-from jaxsgd.checkpoint import CheckpointError
-from jaxsgd.config import (
-    _SCHEMA,
-    BUDGET_UNITS,
-    GRID_FIELDS,
-    OPTIMIZERS,
-    SAMPLINGS,
-    SCHEDULES,
-    TARGET_METRICS,
-    ConfigError,
-    Grid,
-    SweepConfig,
-)
-from jaxsgd.data import DataError
-from jaxsgd.data.registry import _LOADERS
-from jaxsgd.models.registry import _FACTORIES
+from jaxsgd._util import signature_text
+from jaxsgd.config import (BUDGET_UNITS, OPTIMIZERS, SAMPLINGS, SCHEDULES, SCHEMA, ConfigError,
+                           SweepConfig)
+from jaxsgd.hyperparams import HYPERPARAMETERS
+from jaxsgd.models.registry import FACTORIES, SHAPE_ARGUMENTS
+from jaxsgd.probes.registry import PROBES, PYTHON_ONLY, make_probe
+from jaxsgd.targets import TARGET_METRICS
+
+# Nothing above imports JAX, so `jaxsgd --help` is instant (the data registry is NumPy only).
 
 HELP_WIDTH = 96
 EXIT_ERROR = 2  # the same status argparse uses for usage errors
@@ -64,12 +57,7 @@ _KEY_HELP = {
     "target.metric": "metric for steps-to-target",
     "target.value": "reached at metric <= value (losses, errors) or >= value (accuracies)",
     "target.stop": "stop each run (freeze its parameters) when it reaches the target",
-    "grid.learning_rate": "peak learning rates (> 0)",
-    "grid.momentum": "momentum ('momentum'/'nesterov') or beta1 ('adam'/'adamw'), in [0,1)",
-    "grid.weight_decay": "L2 coefficient (decoupled for 'adamw'), >= 0",
-    "grid.warmup": "linear warm-up length as a fraction of each run, in [0,1)",
-    "grid.decay": "final fraction ('cosine') or per-boundary factor ('step'), in (0,1]",
-    "grid.seed": "integer seeds (initialisation and minibatch order)",
+    **{f"grid.{h.name}": h.doc for h in HYPERPARAMETERS},
 }
 _CHOICES = {
     "optimizer.name": OPTIMIZERS,
@@ -83,7 +71,7 @@ _KIND_NAMES = {"bool": "true/false", "str": "string", "int": "integer", "float":
 
 
 def _signature_options(function: Callable, skip: Sequence[str] = ()) -> str:
-    """'a=1, b=2.0, path (required)' from a loader's or factory's keyword arguments."""
+    """'a=1, b=2.0, path (required)' from a loader's keyword arguments."""
     parts = []
     for name, parameter in inspect.signature(function).parameters.items():
         if name in skip:
@@ -119,41 +107,42 @@ def _key_line(section: str, key: str, kind: str, default: Any) -> str:
 
 def schema_help() -> str:
     """The TOML schema accepted by ``SweepConfig.from_dict``, as help text."""
+    from jaxsgd.data.registry import LOADERS
+
     defaults = SweepConfig()
-    default_grid = Grid()
     lines = [
         "configuration file (TOML); every section and key is optional, unknown ones are errors:",
         "",
         "  [data]",
-        _wrap(f"    name               string; data set, one of: {', '.join(_LOADERS)} "
+        _wrap(f"    name               string; data set, one of: {', '.join(LOADERS)} "
               f"[default {defaults.data!r}]", indent=23),
         "    <option> = value   keyword arguments of that data set's loader:",
     ]
     lines += [_wrap(f"                         {name}: {_signature_options(f)}", indent=27)
-              for name, f in _LOADERS.items()]
+              for name, f in LOADERS.items()]
     lines += [
         "",
         "  [model]",
-        _wrap(f"    name               string; model, one of: {', '.join(_FACTORIES)} "
+        _wrap(f"    name               string; model, one of: {', '.join(FACTORIES)} "
               f"[default {defaults.model!r}]", indent=23),
         "    <option> = value   keyword arguments of that model's factory:",
     ]
     lines += [_wrap(f"                         {name}: "
-                    f"{_signature_options(f, skip=('input_shape', 'num_outputs'))}", indent=27)
-              for name, f in _FACTORIES.items()]
-    for section, keys in _SCHEMA.items():
+                    f"{signature_text(f, skip=SHAPE_ARGUMENTS)}", indent=27)
+              for name, f in FACTORIES.items()]
+    for section, keys in SCHEMA.items():
         lines += ["", f"  [{section}]"]
         for key, (attr, kind) in keys.items():
             lines.append(_key_line(section, key, kind, getattr(defaults, attr)))
     lines += ["", "  [grid]   swept values: the runs are their Cartesian product; the values are "
                   "traced,", "           so changing them never recompiles"]
-    for name in GRID_FIELDS:
-        kind = "int_list" if name == "seed" else "float_list"
-        lines.append(_key_line("grid", name, kind, getattr(default_grid, name)))
+    for h in HYPERPARAMETERS:
+        lines.append(_key_line("grid", h.name, "int_list" if h.integer else "float_list",
+                               h.default))
     lines += ["", "  [probes.NAME]   measurements inside the training scan; options are the "
                   "factory's keywords:"]
-    lines += [_wrap(f"                         {name}: {_signature_options(f, skip=_PYTHON_ONLY)}",
-                    indent=27) for name, f in _probe_factories().items()]
+    lines += [_wrap(f"                         {name}: {signature_text(f, skip=PYTHON_ONLY)}",
+                    indent=27) for name, f in PROBES.items()]
     lines += ["", "  A scalar where a list is expected is a one-element list.",
               "  Examples: experiments/configs/mnist1d_quick.toml (quick start), "
               "mnist1d_reference.toml."]
@@ -244,48 +233,14 @@ class _InputError(Exception):
     """Bad input to report as one line; the message is complete."""
 
 
-# Probe options a TOML file cannot give: the name is the table's, and arrays (a fixed batch of
-# data) belong to the Python API.
-_PYTHON_ONLY = ("name", "data")
-
-
-def _probe_factories() -> dict[str, Callable]:
-    from jaxsgd.curvature_probes import lambda_max_probe
-    from jaxsgd.noise_probes import hessian_noise_probe, noise_scale_probe
-    from jaxsgd.probes import gradient_norm
-
-    return {"noise_scale": noise_scale_probe, "hessian_noise": hessian_noise_probe,
-            "gradient_norm": gradient_norm, "lambda_max": lambda_max_probe}
-
-
 def read_probes(table: Any, where: str) -> tuple:
     """Probes from the ``[probes.NAME]`` tables of a configuration (options as keywords)."""
-    factories = _probe_factories()
     if not isinstance(table, dict):
         raise _InputError(f"{where}: [probes] must be a table of [probes.NAME] tables")
-    probes = []
-    for name, options in table.items():
-        if name not in factories:
-            raise _InputError(f"{where}: [probes.{name}]: unknown probe {name!r}; known probes: "
-                              f"{', '.join(factories)}")
-        if not isinstance(options, dict):
-            raise _InputError(f"{where}: [probes.{name}] must be a table of options")
-        accepted = [k for k in inspect.signature(factories[name]).parameters
-                    if k not in _PYTHON_ONLY]
-        unknown = [k for k in options if k not in accepted]
-        if unknown:
-            raise _InputError(f"{where}: [probes.{name}]: unknown option {unknown[0]!r}; "
-                              f"accepted: {', '.join(accepted)}")
-        try:
-            probes.append(factories[name](**options))
-        except (TypeError, ValueError) as e:
-            raise _InputError(f"{where}: [probes.{name}]: {e}") from None
-    return tuple(probes)
-
-
-def read_config(path: Path) -> SweepConfig:
-    """Read a TOML sweep configuration; every problem becomes an ``_InputError``."""
-    return read_config_and_probes(path)[0]
+    try:
+        return tuple(make_probe(name, options) for name, options in table.items())
+    except ValueError as e:
+        raise _InputError(f"{where}: {e}") from None
 
 
 def read_config_and_probes(path: Path) -> tuple[SweepConfig, tuple]:
@@ -308,8 +263,13 @@ def read_config_and_probes(path: Path) -> tuple[SweepConfig, tuple]:
 
 def _sweep(args: argparse.Namespace) -> int:
     # Imported here so that `jaxsgd --help` does not start JAX.
-    from jaxsgd.summary import summarize
-    from jaxsgd.sweep import prepare, run_sweep
+    from jaxsgd.analysis.summary import summarize
+    from jaxsgd.data import DataError
+    from jaxsgd.engine.folder import CheckpointError
+    from jaxsgd.engine.sweep import prepare, run_sweep
+    from jaxsgd.runtime import use_cpu_devices
+
+    use_cpu_devices()  # before JAX starts: 4 CPU devices per core, the compilation cache
 
     config, probes = read_config_and_probes(args.config)
     # Everything that can be wrong with the input is checked before compiling: validation,
@@ -334,7 +294,7 @@ def _sweep(args: argparse.Namespace) -> int:
         raise _InputError(f"{args.out}: {e}") from None
     print(summarize(result), flush=True)
     if not args.no_figure:
-        from jaxsgd.plotting import plot_sweep
+        from jaxsgd.analysis.plotting import plot_sweep
 
         plot_sweep(result, args.out / FIGURE_NAME)
         if not args.quiet:
@@ -343,8 +303,8 @@ def _sweep(args: argparse.Namespace) -> int:
 
 
 def _show(args: argparse.Namespace) -> int:
-    from jaxsgd.results import load_sweep
-    from jaxsgd.summary import summarize
+    from jaxsgd.analysis.summary import summarize
+    from jaxsgd.engine.folder import load_sweep
 
     try:
         result = load_sweep(args.results)

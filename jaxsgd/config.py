@@ -23,46 +23,18 @@ from typing import Any, Mapping
 
 import numpy as np
 
+from jaxsgd.hyperparams import GRID_FIELDS, HYPERPARAMETERS, unused_reason
+from jaxsgd.targets import TARGET_METRICS
+
 OPTIMIZERS = ("sgd", "momentum", "nesterov", "adam", "adamw")
 SCHEDULES = ("constant", "cosine", "step")
 SAMPLINGS = ("epoch", "replacement")
 BUDGET_UNITS = ("examples", "steps")
-# metric name -> (direction): the target is reached when metric <= value ("min") or >= value ("max").
-TARGET_METRICS = {
-    "train_loss": "min",
-    "test_loss": "min",
-    "train_error": "min",
-    "test_error": "min",
-    "train_accuracy": "max",
-    "test_accuracy": "max",
-}
-# Grid fields in the order they become result dimensions (seed last).
-GRID_FIELDS = ("learning_rate", "momentum", "weight_decay", "warmup", "decay", "seed")
-
-
 class ConfigError(ValueError):
     """An invalid sweep configuration; the message names the field and the bad value."""
 
 
-@dataclass(frozen=True)
-class Grid:
-    """Values swept across runs; the sweep is their Cartesian product.
-
-    learning_rate: peak learning rates (> 0).
-    momentum: momentum coefficient for 'momentum'/'nesterov', beta1 for 'adam'/'adamw' ([0, 1)).
-    weight_decay: L2 coefficient (coupled for SGD-family and 'adam', decoupled for 'adamw') (>= 0).
-    warmup: linear warm-up length as a fraction of each run's steps ([0, 1)).
-    decay: final learning-rate fraction for 'cosine', per-boundary factor for 'step' ((0, 1]).
-    seed: integer seeds; a seed fixes the initialisation and the minibatch order of a run.
-    """
-
-    learning_rate: tuple[float, ...] = (0.1,)
-    momentum: tuple[float, ...] = (0.9,)
-    weight_decay: tuple[float, ...] = (0.0,)
-    warmup: tuple[float, ...] = (0.0,)
-    decay: tuple[float, ...] = (0.1,)
-    seed: tuple[int, ...] = (0,)
-
+class _GridMethods:
     def axes(self) -> dict[str, tuple]:
         """Grid fields in result-dimension order."""
         return {name: getattr(self, name) for name in GRID_FIELDS}
@@ -76,9 +48,18 @@ class Grid:
         axes = self.axes()
         product = list(itertools.product(*axes.values()))
         return {
-            name: np.asarray([p[i] for p in product], np.int32 if name == "seed" else np.float32)
-            for i, name in enumerate(axes)
+            h.name: np.asarray([p[i] for p in product], np.int32 if h.integer else np.float32)
+            for i, h in enumerate(HYPERPARAMETERS)
         }
+
+
+# The fields are the sweepable hyperparameters (``jaxsgd.hyperparams``), each a tuple of values.
+Grid = dataclasses.make_dataclass(
+    "Grid", [(h.name, tuple, field(default=h.default)) for h in HYPERPARAMETERS],
+    bases=(_GridMethods,), frozen=True, namespace={"__module__": __name__})
+Grid.__doc__ = ("Values swept across runs; the sweep is their Cartesian product.\n\n"
+                + "\n".join(f"    {h.name}: {h.doc} [default {h.default}]"
+                             for h in HYPERPARAMETERS))
 
 
 @dataclass(frozen=True)
@@ -122,6 +103,11 @@ class SweepConfig:
     target_value: float | None = None
     stop_at_target: bool = False
     grid: Grid = field(default_factory=Grid)
+
+    @property
+    def eval_dim(self) -> str:
+        """The evaluation axis of the results: "examples" or "step" (the budget's unit)."""
+        return "examples" if self.budget_unit == "examples" else "step"
 
     def num_steps(self, batch_size: int) -> int:
         """Optimizer steps of a run at this batch size."""
@@ -168,7 +154,7 @@ class SweepConfig:
 # --------------------------------------------------------------------------- from_dict
 
 # section -> {key: (attribute, kind)}; kind is checked by _coerce.
-_SCHEMA: dict[str, dict[str, tuple[str, str]]] = {
+SCHEMA: dict[str, dict[str, tuple[str, str]]] = {
     "optimizer": {
         "name": ("optimizer", "str"),
         "schedule": ("schedule", "str"),
@@ -189,8 +175,8 @@ _SCHEMA: dict[str, dict[str, tuple[str, str]]] = {
     "target": {"metric": ("target_metric", "str"), "value": ("target_value", "float"),
                "stop": ("stop_at_target", "bool")},
 }
-_GRID_KINDS = {name: "int_list" if name == "seed" else "float_list" for name in GRID_FIELDS}
-_SECTIONS = ("data", "model", *_SCHEMA, "grid")
+GRID_KINDS = {h.name: "int_list" if h.integer else "float_list" for h in HYPERPARAMETERS}
+_SECTIONS = ("data", "model", *SCHEMA, "grid")
 
 
 def _coerce(where: str, value: Any, kind: str) -> Any:
@@ -239,7 +225,7 @@ def _from_dict(d: Mapping[str, Any]) -> SweepConfig:
         if "name" in table:
             kwargs[section] = _coerce(f"{section}.name", table.pop("name"), "str")
         kwargs[f"{section}_options"] = table  # checked against the builder's signature later
-    for section, keys in _SCHEMA.items():
+    for section, keys in SCHEMA.items():
         table = d.get(section, {})
         if not isinstance(table, Mapping):
             raise ConfigError(f"[{section}]: expected a table, got {table!r}")
@@ -255,9 +241,9 @@ def _from_dict(d: Mapping[str, Any]) -> SweepConfig:
         raise ConfigError(f"[grid]: expected a table, got {grid!r}")
     grid_kwargs = {}
     for key, value in grid.items():
-        if key not in _GRID_KINDS:
+        if key not in GRID_KINDS:
             raise ConfigError(f"unknown key grid.{key}; known keys: {', '.join(GRID_FIELDS)}")
-        grid_kwargs[key] = _coerce(f"grid.{key}", value, _GRID_KINDS[key])
+        grid_kwargs[key] = _coerce(f"grid.{key}", value, GRID_KINDS[key])
     kwargs["grid"] = Grid(**grid_kwargs)
     return SweepConfig(**kwargs)
 
@@ -325,29 +311,13 @@ def validate(config: SweepConfig, num_train: int | None = None) -> SweepConfig:
 
 
 def _validate_grid(g: Grid, optimizer: str, schedule: str) -> None:
-    for name, values in g.axes().items():
-        _check(len(values) > 0, f"grid.{name}: empty list; give at least one value")
-        _check(len(set(values)) == len(values), f"grid.{name}: duplicate values in {list(values)}")
+    for h in HYPERPARAMETERS:
+        values = getattr(g, h.name)
+        _check(len(values) > 0, f"grid.{h.name}: empty list; give at least one value")
+        _check(len(set(values)) == len(values), f"grid.{h.name}: duplicate values in {list(values)}")
         for v in values:
             _check(isinstance(v, (int, float, np.number)) and not isinstance(v, bool)
-                   and math.isfinite(v), f"grid.{name}: {v!r} is not a finite number")
-    for v in g.learning_rate:
-        _check(v > 0, f"grid.learning_rate: {v!r} is not positive")
-    for v in g.momentum:
-        _check(0 <= v < 1, f"grid.momentum: {v!r} is not in [0, 1)")
-    for v in g.weight_decay:
-        _check(v >= 0, f"grid.weight_decay: {v!r} is negative")
-    for v in g.warmup:
-        _check(0 <= v < 1, f"grid.warmup: {v!r} is not a fraction in [0, 1)")
-    for v in g.decay:
-        _check(0 < v <= 1, f"grid.decay: {v!r} is not in (0, 1]")
-    for v in g.seed:
-        _check(isinstance(v, (int, np.integer)) and 0 <= v < 2**31,
-               f"grid.seed: {v!r} is not an integer in [0, 2^31)")
-    if optimizer == "sgd":
-        _check(len(g.momentum) == 1,
-               f"grid.momentum: swept {list(g.momentum)} but optimizer 'sgd' has no momentum; "
-               "use 'momentum' or 'nesterov'")
-    if schedule == "constant":
-        _check(len(g.decay) == 1,
-               f"grid.decay: swept {list(g.decay)} but schedule 'constant' does not decay")
+                   and math.isfinite(v), f"grid.{h.name}: {v!r} is not a finite number")
+            _check(h.valid(v), f"grid.{h.name}: {v!r} is not {h.requirement}")
+        reason = unused_reason(h, optimizer, schedule)
+        _check(len(values) == 1 or reason is None, f"grid.{h.name}: swept {list(values)} but {reason}")

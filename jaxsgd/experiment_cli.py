@@ -3,7 +3,7 @@
 Every such script takes ``--quick`` (a tiny preset, seconds; what the tests run), ``--out``
 (the resumable sweep folder; default ``runs/NAME``), ``--figure`` (the figure's path without
 suffix; default ``figures/NAME``), and ``--no-progress``; NAME gains ``_quick`` under
-``--quick``. The figure's numbers are written beside it as ``.json``.
+``--quick``. Parsing it also calls ``jaxsgd.use_cpu_devices()``, so scripts call it first. The figure's numbers are written beside it as ``.json``.
 """
 
 from __future__ import annotations
@@ -32,6 +32,9 @@ def experiment_args(doc: str, name: str, root: Path,
     parser.add_argument("--figure", default=None, help="figure path without suffix")
     parser.add_argument("--no-progress", action="store_true")
     args = parser.parse_args(argv)
+    from jaxsgd.runtime import use_cpu_devices
+
+    use_cpu_devices()  # before JAX starts: 4 CPU devices per core, the compilation cache
     name = f"{name}_quick" if args.quick else name
     return ExperimentArgs(preset="quick" if args.quick else "full",
                           out=Path(args.out or root / "runs" / name),

@@ -15,23 +15,13 @@ linear warm-up over ``warmup × total_steps`` steps, then
 
 from __future__ import annotations
 
-from typing import NamedTuple, Sequence
+import inspect
+from typing import Sequence
 
 import jax.numpy as jnp
 import optax
 
-
-class HParams(NamedTuple):
-    """Traced hyperparameters of one run (each a float32 scalar; [runs] when vmapped).
-
-    See ``jaxsgd.config.Grid`` for meanings and units.
-    """
-
-    learning_rate: jnp.ndarray
-    momentum: jnp.ndarray
-    weight_decay: jnp.ndarray
-    warmup: jnp.ndarray
-    decay: jnp.ndarray
+from jaxsgd.hyperparams import OPTIMIZER_ARGS, HParams, hparams  # noqa: F401 (doctest)
 
 
 def learning_rate_multiplier(
@@ -63,14 +53,13 @@ def learning_rate_multiplier(
     return ramp * after
 
 
-def _family(
-    optimizer: str, learning_rate, momentum, weight_decay
-) -> optax.GradientTransformation:
+def _family(optimizer: str, learning_rate, momentum, b2, eps,
+            weight_decay) -> optax.GradientTransformation:
     """The optax transformation of one optimizer family (args may be traced or callables)."""
     if optimizer == "adamw":
-        return optax.adamw(learning_rate, b1=momentum, weight_decay=weight_decay)
+        return optax.adamw(learning_rate, b1=momentum, b2=b2, eps=eps, weight_decay=weight_decay)
     if optimizer == "adam":
-        base = optax.adam(learning_rate, b1=momentum)
+        base = optax.adam(learning_rate, b1=momentum, b2=b2, eps=eps)
     elif optimizer == "sgd":
         base = optax.sgd(learning_rate)
     elif optimizer in ("momentum", "nesterov"):
@@ -91,7 +80,7 @@ def make_optimizer(
     """optax optimizer of one run; static family/schedule, traced ``hparams``.
 
     Example:
-        >>> hp = HParams(*map(jnp.float32, (0.1, 0.9, 0.0, 0.0, 0.1)))
+        >>> hp = hparams(learning_rate=0.1, momentum=0.9)
         >>> tx = make_optimizer("momentum", hp, total_steps=100)
     """
 
@@ -100,8 +89,13 @@ def make_optimizer(
                                         hparams.decay, boundaries)
         return hparams.learning_rate * mult
 
-    factory = lambda learning_rate, momentum, weight_decay: _family(
-        optimizer, learning_rate, momentum, weight_decay)
+    def factory(learning_rate, **values):
+        return _family(optimizer, learning_rate, **values)
+
+    # inject_hyperparams reads the factory's signature: name every injected value in it.
+    factory.__signature__ = inspect.Signature(
+        [inspect.Parameter(n, inspect.Parameter.POSITIONAL_OR_KEYWORD)
+         for n in ("learning_rate", *OPTIMIZER_ARGS)])
+
     return optax.inject_hyperparams(factory)(
-        learning_rate=lr, momentum=hparams.momentum, weight_decay=hparams.weight_decay
-    )
+        learning_rate=lr, **{name: getattr(hparams, name) for name in OPTIMIZER_ARGS})

@@ -12,15 +12,17 @@ import optax
 
 
 def plain_sgd_run(model, loss, data, seed, learning_rate, batch_size, num_steps,
-                  divergence_factor=10.0):
+                  divergence_factor=10.0, tx=None):
     """Train one run step by step; returns (params, minibatch losses [num_steps], diverged_step).
+
+    ``tx``: the optax optimizer (default ``optax.sgd(learning_rate)``).
 
     The run stops updating at the first step whose minibatch loss is non-finite or exceeds
     ``divergence_factor`` times the first one (diverged_step = that step, else -1).
     """
     k_init, k_data, _ = jax.random.split(jax.random.key(seed), 3)
     params = model.init(k_init)
-    tx = optax.sgd(learning_rate)
+    tx = optax.sgd(learning_rate) if tx is None else tx
     opt_state = tx.init(params)
     x, y = jnp.asarray(data.x_train), jnp.asarray(data.y_train)
     n = x.shape[0]

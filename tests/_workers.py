@@ -6,9 +6,12 @@
 
 import sys
 
-import jaxsgd  # noqa: F401  (first: it chooses the CPU device count before JAX starts)
-from jaxsgd import Grid, SweepConfig, run_sweep
-from jaxsgd.data import mnist1d
+import jaxsgd
+
+jaxsgd.use_cpu_devices()  # first, before JAX starts (the tests' JAX_NUM_CPU_DEVICES is kept)
+
+from jaxsgd import Grid, SweepConfig, run_sweep  # noqa: E402
+from jaxsgd.data import mnist1d  # noqa: E402
 
 # Slow enough that a kill lands in the middle of the group (~20 chunks of 30 steps).
 SCALE_CONFIG = SweepConfig(

@@ -1,4 +1,4 @@
-"""Tests for the `jaxsgd` command (jaxsgd.cli) and the sweep summary (jaxsgd.summary)."""
+"""Tests for the `jaxsgd` command (jaxsgd.cli) and the sweep summary (jaxsgd.analysis.summary)."""
 
 import contextlib
 import io
@@ -12,9 +12,10 @@ import pytest
 import xarray as xr
 
 from jaxsgd.cli import main
-from jaxsgd.config import _SCHEMA, GRID_FIELDS, Grid, SweepConfig
-from jaxsgd.results import SweepResult
-from jaxsgd.summary import best_hyperparameters, best_learning_rate, summarize
+from jaxsgd.config import SCHEMA, Grid, SweepConfig
+from jaxsgd.hyperparams import GRID_FIELDS
+from jaxsgd.engine.results import SweepResult
+from jaxsgd.analysis.summary import best_hyperparameters, best_learning_rate, summarize
 
 # A sweep small enough to compile and run in a few seconds on CPU: digits (1438 training
 # examples), 2 batch sizes x 2 learning rates x 1 seed, 512 examples per run.
@@ -101,7 +102,7 @@ def test_show_says_when_the_sweep_is_incomplete(tiny_sweep, tmp_path, capsys):
     out, *_ = tiny_sweep
     partial = tmp_path / "partial"
     partial.mkdir()
-    for name in ("config.json", "group_bs16.nc", "params_bs16.npz"):
+    for name in ("config.json", "sweep.json", "group_bs16.nc", "params_bs16.npz"):
         (partial / name).write_bytes((out / name).read_bytes())
 
     assert main(["show", str(partial)]) == 0
@@ -184,7 +185,7 @@ def test_bad_configuration_is_one_error_line(tmp_path, capsys, old, new, expecte
 
 
 def test_probes_from_the_configuration_file(tmp_path, capsys):
-    from jaxsgd.results import load_sweep
+    from jaxsgd.engine.folder import load_sweep
 
     text = _replace(TINY, "[grid]", "[probes.noise_scale]\nevery = 4\n\n"
                     "[probes.lambda_max]\nevery = 8\nnum_iterations = 3\n\n[grid]")
@@ -297,9 +298,9 @@ def _help(argv, capsys):
 def test_help_lists_every_section_and_key_of_the_schema(argv, capsys):
     text = _help(argv, capsys)
 
-    for section in ("data", "model", *_SCHEMA, "grid"):
+    for section in ("data", "model", *SCHEMA, "grid"):
         assert f"[{section}]" in text, section
-    for keys in _SCHEMA.values():
+    for keys in SCHEMA.values():
         for key in keys:
             assert f"    {key} " in text, key
     for key in GRID_FIELDS:
@@ -322,7 +323,7 @@ def test_subcommand_help_describes_every_option(capsys):
 
 
 def synthetic_result(steps, final_accuracy, *, target=True, grid=None, diverged=None):
-    """A SweepResult in the layout of jaxsgd.results, from hand-written arrays.
+    """A SweepResult in the layout of jaxsgd.engine.results, from hand-written arrays.
 
     steps, final_accuracy: [batch_size, *grid dims (seed last)]; evaluation points 0 and 1024.
     """

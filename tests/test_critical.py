@@ -8,9 +8,10 @@ import pytest
 import xarray as xr
 
 from jaxsgd import Grid, SweepConfig, run_sweep
-from jaxsgd.critical import (critical_batch_size, examples_crossing, plot_critical_batch_size,
-                             refine_learning_rate, sweep_steps_to_target)
-from jaxsgd.summary import best_runs
+from jaxsgd.analysis.critical import (critical_batch_size, examples_crossing,
+                                      plot_critical_batch_size, refine_learning_rate)
+from jaxsgd.targets import sweep_steps_to_target
+from jaxsgd.analysis.summary import best_runs
 
 S_MIN, B_CRIT, EPS_MAX, B_NOISE = 50.0, 200.0, 1.0, 100.0
 BATCH_SIZES = 2.0 ** np.arange(2, 13)  # 4 … 4096: three decades
@@ -71,7 +72,7 @@ def test_batch_size_with_only_diverged_runs_is_infeasible():
     spoiled = clean.copy()
     best = float(critical_batch_size(clean, num_bootstrap=0).table["learning_rate"]
                  .sel(batch_size=16))
-    spoiled.loc[dict(batch_size=16, learning_rate=best, seed=1)] = np.nan
+    spoiled.loc[dict(batch_size=16, learning_rate=best, seed=1)] = np.inf
     steps = xr.concat([spoiled, extra], dim="batch_size")
     cbs = critical_batch_size(steps, num_bootstrap=0)
     table = cbs.table.sel(batch_size=8192)
@@ -185,3 +186,91 @@ def test_real_sweep_bad_target_is_named(sweep):
         critical_batch_size(sweep, math.inf)
     with pytest.raises(ValueError, match="without a target value"):
         critical_batch_size(sweep, metric="test_loss")
+
+
+def _tied_result():
+    """A hand-built sweep: at every batch size learning rates 0.1 and 0.2 tie on steps to target,
+    0.2 has the better final test accuracy; 0.4 was never run at B = 16 (NaN everywhere)."""
+    from jaxsgd.engine.results import SweepResult
+
+    batch_sizes, lrs, seeds = [16, 32, 64, 128], [0.1, 0.2, 0.4], [0, 1]
+    config = SweepConfig(batch_sizes=tuple(batch_sizes), budget=4096, eval_every=1024,
+                         target_metric="test_error", target_value=0.5,
+                         grid=Grid(learning_rate=tuple(lrs), seed=tuple(seeds)))
+    steps = np.empty((4, 3, 2))
+    accuracy = np.empty((4, 3, 2, 5))
+    for i, b in enumerate(batch_sizes):
+        s = 100.0 * (1 + 64 / b)
+        steps[i] = [[s, s], [s - 10, s + 10], [s * 3, s * 3]]  # 0.1 and 0.2: the same mean
+        accuracy[i] = np.linspace(0.1, 1, 5)[None, None] * np.array([0.6, 0.7, 0.5])[:, None,
+                                                                                       None]
+    steps[0, 2], accuracy[0, 2] = np.nan, np.nan  # B = 16, lr 0.4: not run
+    dims = ["batch_size", "learning_rate", "seed"]
+    metrics = xr.Dataset(
+        {"steps_to_target": (dims, steps),
+         "examples_to_target": (dims, steps * np.array(batch_sizes)[:, None, None]),
+         "test_accuracy": ([*dims, "examples"], accuracy),
+         "diverged": (dims, np.zeros(steps.shape, bool))},
+        coords={"batch_size": batch_sizes, "learning_rate": lrs, "seed": seeds,
+                "examples": np.arange(5) * 1024})
+    return SweepResult(config=config, metrics=metrics)
+
+
+def test_summary_and_critical_batch_size_pick_the_same_point_on_a_tie():
+    from jaxsgd.analysis.summary import best_hyperparameters, summarize
+
+    result = _tied_result()
+    best = best_hyperparameters(result)["learning_rate"].values
+    cbs = critical_batch_size(result, num_bootstrap=20)
+    np.testing.assert_array_equal(best, [0.2] * 4)  # the tie goes to the better final accuracy
+    np.testing.assert_array_equal(cbs.table["learning_rate"].values, best)
+    assert cbs.table["feasible"].all()
+    np.testing.assert_allclose(cbs.table["steps"], 100.0 * (1 + 64 / cbs.table["batch_size"]))
+    assert cbs.b_crit == pytest.approx(64.0) and cbs.s_min == pytest.approx(100.0)
+    # on the steps alone (no final metric) the tie goes to grid order: the first point
+    steps_only = critical_batch_size(result.metrics["steps_to_target"], num_bootstrap=0)
+    np.testing.assert_array_equal(steps_only.table["learning_rate"].values, [0.1] * 4)
+    assert "0.2" in summarize(result).splitlines()[3]
+
+
+def test_a_point_that_was_not_run_is_never_chosen_and_seeds_not_run_are_left_out():
+    from jaxsgd.analysis.best import choose, combine_seeds
+
+    steps = np.array([[[np.nan, np.nan], [50.0, 70.0], [40.0, np.nan]]])  # [B, P, S]
+    np.testing.assert_array_equal(combine_seeds(steps), [[np.nan, 60.0, 40.0]])
+    assert choose(steps).index.tolist() == [2]  # the point with one seed run, at 40
+    assert choose(steps[:, :2]).index.tolist() == [1]
+    assert choose(np.full((1, 2, 2), np.nan)).index.tolist() == [-1]  # nothing run
+    # median: one infeasible seed of three does not make a point infeasible; mean does
+    three = np.array([[[10.0, 12.0, np.inf], [20.0, 20.0, 20.0]]])
+    assert choose(three, seeds="mean").index.tolist() == [1]
+    assert choose(three, seeds="median").index.tolist() == [0]
+    assert choose(three, seeds="median").score.tolist() == [12.0]
+    with pytest.raises(ValueError, match="seeds: 'max' is not one of mean, median"):
+        choose(three, seeds="max")
+
+
+def test_ols_fit_with_median_over_seeds_reproduces_an_independent_ols():
+    rng = np.random.default_rng(3)
+    b = np.array([8.0, 16, 32, 64, 128, 256, 512])
+    truth = 40.0 + 6000.0 / b
+    steps = truth[:, None, None] * np.exp(0.1 * rng.standard_normal((len(b), 2, 3)))
+    steps[:, 1] *= 3.0  # the second learning rate is always worse
+    steps[2, 0, 1] = np.inf  # one infeasible seed: the median keeps the point
+    da = xr.DataArray(steps, dims=("batch_size", "learning_rate", "seed"),
+                      coords={"batch_size": b.astype(int), "learning_rate": [0.1, 0.3],
+                              "seed": [0, 1, 2]})
+    cbs = critical_batch_size(da, fit="ols", seeds="median", num_bootstrap=0)
+    median = np.median(steps[:, 0], axis=1)
+    slope, intercept = np.polyfit(1.0 / b, median, 1)  # independent OLS on (1/B, S)
+    assert cbs.s_min == pytest.approx(intercept, rel=1e-10)
+    assert cbs.e_min == pytest.approx(slope, rel=1e-10)
+    assert cbs.b_crit == pytest.approx(slope / intercept, rel=1e-10)
+    np.testing.assert_array_equal(cbs.table["steps"].values, median)
+    # the default (mean over seeds) drops the point with an infeasible seed: B = 32 falls back
+    # to the worse learning rate
+    default = critical_batch_size(da, num_bootstrap=0)
+    assert float(default.table["learning_rate"].sel(batch_size=32)) == 0.3
+    assert float(cbs.table["learning_rate"].sel(batch_size=32)) == 0.1
+    with pytest.raises(ValueError, match="fit: 'lsq' is not one of log, ols"):
+        critical_batch_size(da, fit="lsq")

@@ -13,7 +13,7 @@ import numpy as np
 import pytest
 from jax.flatten_util import ravel_pytree
 
-from jaxsgd.curvature import (block_top_hessian_eigenvalues, hessian_blocks, hessian_spectrum,
+from jaxsgd.measure.curvature import (block_top_hessian_eigenvalues, hessian_blocks, hessian_spectrum,
                               hessian_trace, hvp, spectral_moment, top_hessian_eigenvalues)
 from jaxsgd.losses import cross_entropy
 from jaxsgd.models import make_model

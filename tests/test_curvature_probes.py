@@ -1,4 +1,4 @@
-"""λ_max tracked during training (``jaxsgd.curvature_probes``), inside real sweeps.
+"""λ_max tracked during training (``jaxsgd.probes.curvature``), inside real sweeps.
 
 Ground truth: the exact top eigenvalue of the Hessian, from ``numpy.linalg.eigh`` — in closed
 form for linear regression with MSE (H = X̃ᵀX̃/n with X̃ = [X, 1], constant in θ), and from a
@@ -13,14 +13,14 @@ import numpy as np
 import pytest
 from jax.flatten_util import ravel_pytree
 
-from jaxsgd.checkpoint import fingerprint_difference, sweep_fingerprint
+from jaxsgd.engine.folder import fingerprint_difference, sweep_fingerprint
 from jaxsgd.config import Grid, SweepConfig
-from jaxsgd.curvature_probes import lambda_max_probe, lanczos_top_eigenpair
+from jaxsgd.probes.curvature import lambda_max_probe, lanczos_top_eigenpair
 from jaxsgd.data import from_arrays
 from jaxsgd.losses import cross_entropy
 from jaxsgd.models import make_model
-from jaxsgd.sweep import run_sweep
-from jaxsgd.training import run_keys
+from jaxsgd.engine.sweep import run_sweep
+from jaxsgd.engine.training import run_keys
 
 # ------------------------------------------------------------------ linear regression (exact)
 
@@ -52,7 +52,7 @@ def _regression_config(batch_size: int, steps: int) -> SweepConfig:
 
 
 def _minibatch(seed: int, step: int, batch_size: int) -> np.ndarray:
-    """Indices of a run's minibatch at ``step`` (epoch sampling, ``jaxsgd.sampling``)."""
+    """Indices of a run's minibatch at ``step`` (epoch sampling, ``jaxsgd.engine.sampling``)."""
     _, k_data, _ = jax.random.split(jax.random.key(seed), 3)
     epoch, position = divmod(step, N // batch_size)
     perm = np.asarray(jax.random.permutation(jax.random.fold_in(k_data, epoch), N))
@@ -159,7 +159,7 @@ def mlp_sweep(mnist1d_small):
 
 def _alone(probe, data, learning_rate: float, seed: int):
     """One run by hand, no sweep and no vmap: full-batch GD θ ← θ − ε∇L(θ), the probe called
-    as the engine calls it (its keys: ``jaxsgd.training``). Returns its outputs at steps 0,
+    as the engine calls it (its keys: ``jaxsgd.engine.training``). Returns its outputs at steps 0,
     EVERY, .., STEPS and θ_STEPS."""
     _, _, k_probe = run_keys(seed)
     params = jax.jit(MLP.init)(run_keys(seed)[0])

@@ -12,7 +12,8 @@ import numpy as np
 import pytest
 
 import jaxsgd
-from jaxsgd.critical import critical_batch_size, sweep_steps_to_target
+from jaxsgd.analysis.critical import critical_batch_size
+from jaxsgd.targets import sweep_steps_to_target
 
 EXPERIMENTS = Path(__file__).resolve().parent.parent / "experiments"
 

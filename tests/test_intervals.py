@@ -11,11 +11,11 @@ import pytest
 import xarray as xr
 from scipy import stats
 
-from jaxsgd.intervals import noise_scale_interval, ratio_interval, seed_interval
+from jaxsgd.analysis.intervals import noise_scale_interval, ratio_interval, seed_interval
 from jaxsgd.losses import cross_entropy
 from jaxsgd.models import mlp
-from jaxsgd.noise import gradient_noise_scale, hessian_noise_scale, two_batch_noise_scale
-from jaxsgd.per_example import example_gradient_gram
+from jaxsgd.measure.noise import gradient_noise_scale, hessian_noise_scale, two_batch_noise_scale
+from jaxsgd.measure.per_example import example_gradient_gram
 
 CONFIDENCE = 0.9
 REPLICATES = 200  # coverage of a 90% interval: binomial sd 0.021

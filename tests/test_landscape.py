@@ -14,8 +14,8 @@ import pytest
 from matplotlib.contour import ContourSet
 from matplotlib.figure import Figure
 
-from jaxsgd import landscape
-from jaxsgd.landscape import filter_normalize, plot_interpolation, plot_surface_2d
+from jaxsgd.measure import landscape
+from jaxsgd.measure.landscape import filter_normalize, plot_interpolation, plot_surface_2d
 from jaxsgd.losses import classification_metrics, make_loss_fn, task_for
 from jaxsgd.models import make_model
 

@@ -13,9 +13,9 @@ import pytest
 from jax.flatten_util import ravel_pytree
 
 import jaxsgd
-from jaxsgd.minima import MinimaOptions, measure_minimum, minima_summary
-from jaxsgd.sweep import prepare
-from jaxsgd.training import initial_params
+from jaxsgd.analysis.minima import MinimaOptions, measure_minimum, minima_summary
+from jaxsgd.engine.sweep import prepare
+from jaxsgd.engine.training import initial_params
 
 OPTIONS = MinimaOptions(num_examples=128, lanczos_iterations=40, trace_probes=8,
                         epsilon_steps=3, adaptive_steps=3)

@@ -10,7 +10,7 @@ from jax.flatten_util import ravel_pytree
 from jaxsgd.data import linear_regression, linear_regression_truth
 from jaxsgd.losses import cross_entropy, mse
 from jaxsgd.models import make_model
-from jaxsgd.noise import (gradient_noise_scale, hessian_noise_scale, noise_scale_ema,
+from jaxsgd.measure.noise import (gradient_noise_scale, hessian_noise_scale, noise_scale_ema,
                           two_batch_noise_scale)
 
 

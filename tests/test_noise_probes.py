@@ -14,15 +14,15 @@ import numpy as np
 import pytest
 
 import jaxsgd
-from jaxsgd.checkpoint import fingerprint_difference, sweep_fingerprint
+from jaxsgd.engine.folder import fingerprint_difference, sweep_fingerprint
 from jaxsgd.config import Grid, SweepConfig
 from jaxsgd.data import linear_regression
 from jaxsgd.losses import cross_entropy, mse
 from jaxsgd.models import cnn, linear, make_model, mlp
-from jaxsgd.noise import hessian_noise_scale, two_batch_noise_scale
-from jaxsgd.noise_probes import hessian_noise_probe, noise_scale_probe
-from jaxsgd.per_example import UnsupportedModel, example_norms_method, value_grad_and_example_norms
-from jaxsgd.sweep import run_sweep
+from jaxsgd.measure.noise import hessian_noise_scale, two_batch_noise_scale
+from jaxsgd.probes.noise import hessian_noise_probe, noise_scale_probe
+from jaxsgd.measure.per_example import UnsupportedModel, example_norms_method, value_grad_and_example_norms
+from jaxsgd.engine.sweep import run_sweep
 
 
 def _loop_sq_norms(loss_fn, params, batch):

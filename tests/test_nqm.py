@@ -11,7 +11,7 @@ import jax
 import numpy as np
 import pytest
 
-from jaxsgd.nqm import (NQMSteps, make_nqm, nqm_critical_batch_size, nqm_expected_loss,
+from jaxsgd.theory.nqm import (NQMSteps, make_nqm, nqm_critical_batch_size, nqm_expected_loss,
                         nqm_first_crossing, nqm_monte_carlo, nqm_steps_to_target)
 
 K = 100

@@ -1,4 +1,4 @@
-"""Tests for jaxsgd.plotting: the shared style, PDF + PNG output, and the sweep figure."""
+"""Tests for jaxsgd.analysis.plotting: the shared style, PDF + PNG output, and the sweep figure."""
 
 import math
 
@@ -9,15 +9,16 @@ import xarray as xr
 from matplotlib.figure import Figure
 
 from jaxsgd.config import Grid, SweepConfig
-from jaxsgd.plotting import STYLE, plot_sweep, save_figure, use_style
-from jaxsgd.results import SweepResult
+from jaxsgd.analysis.plotting import plot_sweep
+from jaxsgd.style import STYLE, save_figure, use_style
+from jaxsgd.engine.results import SweepResult
 
 BATCH_SIZES = (16, 64, 256)
 LEARNING_RATES = (0.01, 0.1, 1.0)
 
 
 def _result(*, target=True, regression=False, never=False, momentum=False):
-    """A SweepResult in the layout of jaxsgd.results with made-up but plausible metrics.
+    """A SweepResult in the layout of jaxsgd.engine.results with made-up but plausible metrics.
 
     Learning rate 1.0 diverges at batch size 16 (NaN metrics, inf steps); `never` makes no run
     reach the target.

@@ -12,9 +12,9 @@ import jaxsgd
 from jaxsgd import Grid, SweepConfig, load_sweep, run_sweep, steps_to_target
 from jaxsgd.losses import cross_entropy, task_for
 from jaxsgd.models import make_model
-from jaxsgd.sweep import train_data, train_spec
-from jaxsgd.training import initial_params, make_trainer
-from jaxsgd.optimizers import HParams
+from jaxsgd.engine.sweep import train_data, train_spec
+from jaxsgd.engine.training import initial_params, make_trainer
+from jaxsgd.hyperparams import hparams
 
 
 
@@ -81,7 +81,7 @@ def test_probe_stays_a_branch_under_vmap(mnist1d_small):
     trainer = make_trainer(spec, model.init, model.apply, task.loss, task.metrics,
                            (jaxsgd.gradient_norm(4),))
     data = train_data(c, mnist1d_small)
-    hp = HParams(*(jnp.full((2,), v, jnp.float32) for v in (0.1, 0.9, 0.0, 0.0, 0.1)))
+    hp = jax.tree.map(lambda v: jnp.full((2,), v), hparams(learning_rate=0.1, momentum=0.9))
     seeds = jnp.arange(2)
     params = jax.vmap(partial(initial_params, model.init))(seeds)
     state = jax.vmap(trainer.init, in_axes=(0, 0, 0, None))(hp, seeds, params, data)
@@ -148,7 +148,7 @@ def test_existing_results_folder_is_never_silently_overwritten(mnist1d_small, tm
 
 
 def test_interrupted_sweep_keeps_finished_groups(mnist1d_small, tmp_path, monkeypatch):
-    import jaxsgd.sweep as sweep
+    import jaxsgd.engine.sweep as sweep
 
     real = sweep.run_group
 

@@ -18,7 +18,7 @@ import pytest
 
 from jaxsgd import CheckpointError, load_sweep, run_sweep
 from jaxsgd.data import mnist1d
-from jaxsgd.evaluation import EvalData, evaluate
+from jaxsgd.engine.evaluation import EvalData, evaluate
 from jaxsgd.losses import task_for
 from jaxsgd.models import make_model
 
@@ -155,7 +155,7 @@ def test_killed_sweep_resumes_bitwise(data, tmp_path):
 
 def _interrupted_folder(data, tmp_path, monkeypatch):
     """A results folder whose group stopped (KeyboardInterrupt) after its first checkpoint."""
-    import jaxsgd.sweep as sweep
+    import jaxsgd.engine.sweep as sweep
 
     real = sweep.save_checkpoint
 
@@ -228,19 +228,3 @@ def test_sliced_evaluation_equals_whole(data):
             np.testing.assert_allclose(sliced[k], whole[k], rtol=2e-6, err_msg=k)
 
 
-def _device_count(env, code="import jaxsgd, jax; print(jax.device_count())"):
-    done = subprocess.run([sys.executable, "-W", "error::RuntimeWarning", "-c", code], env=env,
-                          capture_output=True, text=True, timeout=120)
-    return done.stdout.strip(), done.stderr
-
-
-def test_cpu_device_count_is_chosen_before_jax_starts():
-    base = {k: v for k, v in os.environ.items()
-            if k not in ("JAX_NUM_CPU_DEVICES", "XLA_FLAGS", "JAXSGD_CPU_DEVICES")}
-    assert _device_count(base)[0] == str(4 * len(os.sched_getaffinity(0)))
-    assert _device_count(base | {"JAXSGD_CPU_DEVICES": "3"})[0] == "3"
-    assert _device_count(base | {"JAX_NUM_CPU_DEVICES": "5"})[0] == "5"  # the user's choice
-    # JAX already running: jaxsgd warns (an error here, by -W) instead of pretending.
-    out, err = _device_count(base | {"JAXSGD_CPU_DEVICES": "3"},
-                             "import jax; jax.numpy.ones(1).block_until_ready(); import jaxsgd")
-    assert "RuntimeWarning" in err and "JAX started before jaxsgd was imported" in err

@@ -6,8 +6,9 @@ import numpy as np
 import optax
 import pytest
 
-from jaxsgd.optimizers import HParams, learning_rate_multiplier, make_optimizer
-from jaxsgd.sampling import init_sampler, sample_indices
+from jaxsgd.hyperparams import hparams
+from jaxsgd.optimizers import learning_rate_multiplier, make_optimizer
+from jaxsgd.engine.sampling import init_sampler, sample_indices
 
 
 def multipliers(schedule, total, warmup, decay, boundaries=(0.5, 0.75)):
@@ -40,15 +41,17 @@ def test_step_decay_at_boundaries():
 
 
 def hp(lr=0.1, momentum=0.9, wd=0.0):
-    return HParams(*(jnp.float32(v) for v in (lr, momentum, wd, 0.0, 0.1)))
+    return hparams(learning_rate=lr, momentum=momentum, weight_decay=wd)
 
 
 @pytest.mark.parametrize("name, reference", [
     ("sgd", lambda: optax.sgd(0.1)),
     ("momentum", lambda: optax.sgd(0.1, momentum=0.9)),
     ("nesterov", lambda: optax.sgd(0.1, momentum=0.9, nesterov=True)),
-    ("adam", lambda: optax.adam(0.1, b1=0.9)),
-    ("adamw", lambda: optax.adamw(0.1, b1=0.9, weight_decay=0.0)),
+    # b2 and eps are traced float32 values: the reference gets the same float32 values
+    ("adam", lambda: optax.adam(0.1, b1=0.9, b2=jnp.float32(0.999), eps=jnp.float32(1e-8))),
+    ("adamw", lambda: optax.adamw(0.1, b1=0.9, b2=jnp.float32(0.999), eps=jnp.float32(1e-8),
+                                  weight_decay=0.0)),
 ])
 def test_optimizer_families_equal_plain_optax(name, reference):
     params = {"w": jnp.array([1.0, -2.0, 3.0])}

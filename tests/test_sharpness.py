@@ -12,7 +12,7 @@ import pytest
 
 from jaxsgd.losses import cross_entropy
 from jaxsgd.models import make_model
-from jaxsgd.sharpness import (adaptive_sharpness, average_sharpness, epsilon_sharpness,
+from jaxsgd.measure.sharpness import (adaptive_sharpness, average_sharpness, epsilon_sharpness,
                               epsilon_sharpness_lbfgsb, sam_sharpness)
 
 D = 12

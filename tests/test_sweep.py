@@ -3,15 +3,16 @@
 import jax
 import jax.numpy as jnp
 import numpy as np
+import optax
 import pytest
 
 import jaxsgd
 from jaxsgd import Grid, SweepConfig, run_sweep
 from jaxsgd.losses import cross_entropy, task_for
 from jaxsgd.models import make_model
-from jaxsgd.optimizers import HParams
-from jaxsgd.sweep import grid_hparams, train_data, train_spec
-from jaxsgd.training import initial_params, make_trainer
+from jaxsgd.hyperparams import hparams
+from jaxsgd.engine.sweep import grid_hparams, train_data, train_spec
+from jaxsgd.engine.training import initial_params, make_trainer
 
 from _reference import accuracy, plain_sgd_run
 
@@ -39,7 +40,7 @@ def test_run_out_of_vmapped_sweep_matches_run_alone(mnist1d_small):
         task = task_for(10)
         trainer = make_trainer(spec, model.init, model.apply, task.loss, task.metrics)
         data = train_data(config, mnist1d_small)
-        hp = HParams(*(jnp.float32(v) for v in (0.2, 0.9, 0.0, 0.0, 0.1)))
+        hp = hparams(learning_rate=0.2, momentum=0.9)
         state = jax.jit(trainer.init)(hp, 1, initial_params(model.init, 1), data)
         slots = -jnp.ones((20,), jnp.int32)
         state = jax.jit(trainer.advance)(state, hp, data, jnp.arange(20), slots)
@@ -233,3 +234,45 @@ def test_grid_hparams_is_the_cartesian_product():
     pairs = set(zip(np.round(hp.learning_rate, 6), np.round(hp.momentum, 6), seeds))
     assert len(pairs) == 12
     assert set(hp.learning_rate.tolist()) == set(np.float32([0.1, 0.2, 0.3]).tolist())
+
+
+def test_adam_b2_and_eps_are_traced_grid_values(mnist1d_small):
+    """b2 x eps swept as result dimensions, one program per batch size (new values never
+    recompile), each run equal to a plain optax.adam loop with the same float32 values."""
+    grid = Grid(learning_rate=(3e-3,), b2=(0.95, 0.999), eps=(1e-8, 1e-3), seed=(0,))
+    config = small_config(optimizer="adam", batch_sizes=(16,), grid=grid)
+    compiles = []
+    listener = lambda event, duration, **kw: compiles.append(event) if (
+        event == "/jax/core/compile/backend_compile_duration") else None
+    jax.monitoring.register_event_duration_secs_listener(listener)
+    try:
+        result = run_sweep(config, data=mnist1d_small, progress=False)
+        first = len(compiles)
+        other = grid.__class__(learning_rate=(3e-3,), b2=(0.9, 0.99), eps=(1e-7, 1e-5),
+                               seed=(0,))
+        again = run_sweep(config.replace(grid=other), data=mnist1d_small, progress=False)
+    finally:
+        jax.monitoring.unregister_event_duration_listener(listener)
+    assert first > 0 and len(compiles) == first  # the second grid reuses every program
+    assert {"b2", "eps"} <= set(result.metrics.test_loss.dims)
+    assert list(again.metrics.b2.values) == [0.9, 0.99]
+    model = make_model("mlp", (40,), 10, width=32, depth=2)
+    for b2 in grid.b2:
+        for eps in grid.eps:
+            tx = optax.adam(3e-3, b1=0.9, b2=np.float32(b2), eps=np.float32(eps))
+            plain, _, _ = plain_sgd_run(model, cross_entropy, mnist1d_small, seed=0,
+                                        learning_rate=None, batch_size=16, num_steps=20, tx=tx)
+            swept = result.run_params(16, b2=b2, eps=eps, learning_rate=3e-3, seed=0)
+            for leaf_sweep, leaf_plain in zip(jax.tree.leaves(swept), jax.tree.leaves(plain)):
+                assert rel_diff(leaf_sweep, leaf_plain) < 1e-5
+    # the two eps values give different runs: the value reaches the optimizer
+    a = result.run_params(16, b2=0.999, eps=1e-8, learning_rate=3e-3, seed=0)
+    b = result.run_params(16, b2=0.999, eps=1e-3, learning_rate=3e-3, seed=0)
+    assert rel_diff(jax.tree.leaves(a)[0], jax.tree.leaves(b)[0]) > 1e-4
+
+
+def test_hyperparameter_swept_for_an_optimizer_that_ignores_it_is_refused():
+    with pytest.raises(jaxsgd.ConfigError, match=r"grid\.b2.*'momentum' does not use b2"):
+        jaxsgd.validate(small_config(optimizer="momentum", grid=Grid(b2=(0.9, 0.99))))
+    with pytest.raises(jaxsgd.ConfigError, match=r"grid\.eps: 0\.0 is not positive"):
+        jaxsgd.validate(small_config(optimizer="adam", grid=Grid(eps=(0.0,))))

@@ -10,7 +10,7 @@ from jaxsgd.data.builtin import digits, mnist1d
 from jaxsgd.data.files import cifar10_binary, mnist_idx
 from jaxsgd.data.synthetic import linear_regression, teacher_student
 
-_LOADERS: dict[str, Callable[..., Dataset]] = {
+LOADERS: dict[str, Callable[..., Dataset]] = {
     "mnist1d": mnist1d,
     "digits": digits,
     "linear_regression": linear_regression,
@@ -19,7 +19,7 @@ _LOADERS: dict[str, Callable[..., Dataset]] = {
     "cifar10": cifar10_binary,
 }
 
-DATASETS: tuple[str, ...] = tuple(_LOADERS)
+DATASETS: tuple[str, ...] = tuple(LOADERS)
 
 
 def load_dataset(name: str, **options: Any) -> Dataset:
@@ -35,7 +35,7 @@ def load_dataset(name: str, **options: Any) -> Dataset:
       (names it and lists the accepted ones), a missing required option, or bad data.
   """
   try:
-    loader = _LOADERS[name]
+    loader = LOADERS[name]
   except (KeyError, TypeError):
     raise DataError(f"unknown dataset {name!r}; known datasets: {', '.join(DATASETS)}") from None
   parameters = inspect.signature(loader).parameters

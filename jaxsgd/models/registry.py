@@ -1,22 +1,27 @@
-"""Models by name, so a sweep config can say `model="mlp", model_options={"width": 512}`."""
+"""Models by name, so a sweep config can say `model="mlp", model_options={"width": 512}`.
+
+The registry names each factory by its import path; a factory's module (and flax, and JAX) is
+imported only when that model is built, so listing the models and their options is free.
+"""
 
 from __future__ import annotations
 
 import inspect
-from typing import Any, Callable
+from typing import Any
 
-from jaxsgd.models.cnn import cnn
-from jaxsgd.models.linear import linear
-from jaxsgd.models.mlp import mlp
-from jaxsgd.models.model import Model
+from jaxsgd._util import resolve
 
-_FACTORIES: dict[str, Callable[..., Model]] = {"linear": linear, "mlp": mlp, "cnn": cnn}
+FACTORIES: dict[str, str] = {
+    "linear": "jaxsgd.models._linear:linear",
+    "mlp": "jaxsgd.models._mlp:mlp",
+    "cnn": "jaxsgd.models._cnn:cnn",
+}
+MODELS: tuple[str, ...] = tuple(FACTORIES)
+SHAPE_ARGUMENTS = ("input_shape", "num_outputs")  # given by the data set, not by options
 
-MODELS: tuple[str, ...] = tuple(_FACTORIES)
 
-
-def make_model(name: str, input_shape: tuple[int, ...], num_outputs: int, **options: Any) -> Model:
-    """Builds the model registered as `name` (one of `MODELS`).
+def make_model(name: str, input_shape: tuple[int, ...], num_outputs: int, **options: Any):
+    """Builds the model registered as `name` (one of `MODELS`); returns a `Model`.
 
     Args:
         name: "linear", "mlp" or "cnn".
@@ -28,13 +33,10 @@ def make_model(name: str, input_shape: tuple[int, ...], num_outputs: int, **opti
         ValueError: for an unknown model name (lists `MODELS`) or an option the factory does not
             take (names the option and lists the accepted ones).
     """
-    try:
-        factory = _FACTORIES[name]
-    except KeyError:
-        raise ValueError(f"unknown model {name!r}; known models: {', '.join(MODELS)}") from None
-    accepted = [
-        p for p in inspect.signature(factory).parameters if p not in ("input_shape", "num_outputs")
-    ]
+    if name not in FACTORIES:
+        raise ValueError(f"unknown model {name!r}; known models: {', '.join(MODELS)}")
+    factory = resolve(FACTORIES[name])
+    accepted = [p for p in inspect.signature(factory).parameters if p not in SHAPE_ARGUMENTS]
     unknown = [option for option in options if option not in accepted]
     if unknown:
         raise ValueError(

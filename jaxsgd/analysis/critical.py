@@ -13,16 +13,19 @@ which gives a second, independent estimate of the noise scale B_noise.
 
 ``critical_batch_size(results, target)`` takes a sweep (``SweepResult``) or a steps-to-target
 ``xarray.DataArray`` [batch_size, learning_rate, (momentum, …,) seed] (inf: never reached or
-diverged) and
+diverged; NaN: not run) and
 
-1. picks the best grid point per batch size: the fewest steps, as the *mean over seeds*, over the
-   learning rate and every other non-seed dim (as ``jaxsgd.summary`` does). A point where any
-   seed is inf (or NaN) is infeasible (Shallue et al.); ties go to the first point in grid
-   order (the smallest learning rate). A batch size with no feasible point is marked
-   ``feasible=False`` and left out of every fit;
-2. fits S = a + b/B to the best steps on *relative* residuals, since steps span decades:
-   minimise Σ_B (log S_B − log(a + b/B))² over a, b > 0 (``scipy.optimize.least_squares`` on
-   log a, log b, started from the linear fit weighted by 1/S). Needs 3 feasible batch sizes;
+1. picks the best grid point per batch size over the learning rate and every other non-seed
+   dim by the one rule of ``jaxsgd.analysis.best`` (as ``summarize`` does): the fewest steps,
+   seeds combined by their mean (one infeasible seed makes the point infeasible, Shallue et
+   al.) or median (``seeds="median"``); ties by the final test metric (for a ``SweepResult``),
+   then grid order. A batch size with no feasible point is marked ``feasible=False`` and left
+   out of every fit;
+2. fits S = a + b/B to the best steps. By default (``fit="log"``) on *relative* residuals,
+   since steps span decades: minimise Σ_B (log S_B − log(a + b/B))² over a, b > 0
+   (``scipy.optimize.least_squares`` on log a, log b, started from the linear fit weighted by
+   1/S); with ``fit="ols"`` by ordinary least squares on (1/B, S), as McCandlish et al. 2018.
+   Needs 3 feasible batch sizes;
 3. reads the operational critical batch size from the *measured* points, not from the fit:
    the first batch size where E_B = B·S_B exceeds ``threshold`` × E_min (E_min from the fit,
    the B → 0 limit of E), interpolated linearly in (log B, log E) between the two bracketing
@@ -58,13 +61,13 @@ import xarray as xr
 from matplotlib.figure import Figure
 from scipy.optimize import least_squares
 
-from jaxsgd.config import TARGET_METRICS
-from jaxsgd.plotting import COLUMN_WIDTH, save_figure, use_style
-from jaxsgd.results import SweepResult, eval_dim
-from jaxsgd.targets import steps_to_target, target_metric_values
+from jaxsgd.analysis.best import (check_seed_rule, choose, combine_seeds, final_metric,
+                                  final_metric_name)
+from jaxsgd.engine.results import SweepResult
+from jaxsgd.style import COLUMN_WIDTH, save_figure, use_style
+from jaxsgd.targets import sweep_steps_to_target
 
 MIN_POINTS = 3  # feasible batch sizes a two-parameter fit needs (one spare degree of freedom)
-_CURVES = ("train_loss", "test_loss", "train_accuracy", "test_accuracy")
 _NAN2 = (math.nan, math.nan)
 
 
@@ -97,49 +100,6 @@ class CriticalBatchSize(NamedTuple):
     table: xr.Dataset
     threshold: float
     confidence: float
-
-
-# --------------------------------------------------------------------------- steps to target
-
-
-def sweep_steps_to_target(result: SweepResult, target: float | None = None,
-                          metric: str | None = None) -> xr.DataArray:
-    """Steps to ``target`` of every run of a sweep: [batch_size, *grid dims] (inf: never/diverged).
-
-    With ``target=None`` the stored ``steps_to_target`` (the sweep's own target). Otherwise it is
-    recomputed from the stored evaluation curves for ``metric`` (default: the sweep's target
-    metric) reaching ``target``, so any target works, not only the one the sweep ran with.
-    """
-    metrics, config = result.metrics, result.config
-    if target is None:
-        if metric is not None:
-            raise ValueError(f"metric={metric!r} given without a target value; pass target=")
-        if "steps_to_target" not in metrics:
-            raise ValueError("this sweep has no target: pass target= (a value) and metric= "
-                             f"(one of {', '.join(TARGET_METRICS)})")
-        return metrics["steps_to_target"].astype(np.float64).assign_attrs(
-            metric=config.target_metric, value=config.target_value)
-    metric = metric if metric is not None else config.target_metric
-    if metric is None:
-        raise ValueError(f"target={target!r} given, but the sweep has no target metric: pass "
-                         f"metric= (one of {', '.join(TARGET_METRICS)})")
-    try:
-        value = float(target)
-    except (TypeError, ValueError):
-        value = math.nan
-    if isinstance(target, (bool, str)) or not math.isfinite(value):
-        raise ValueError(f"target: {target!r} is not a finite number")
-    edim = eval_dim(config)
-    names = [n for n in _CURVES if n in metrics]
-    template = metrics[names[0]].transpose(..., edim)
-    dims = template.dims[:-1]
-    values = target_metric_values({n: metrics[n].transpose(*template.dims).values for n in names},
-                                  metric)
-    steps = metrics["step"].broadcast_like(template).transpose(*template.dims).values
-    diverged = metrics["diverged"].transpose(*dims)
-    found = steps_to_target(values, steps, value, TARGET_METRICS[metric], diverged.values)
-    return diverged.copy(data=found).rename("steps_to_target").assign_attrs(
-        metric=metric, value=value)
 
 
 def _checked_steps(steps: xr.DataArray) -> xr.DataArray:
@@ -188,6 +148,21 @@ def fit_inverse_linear(batch_sizes: np.ndarray, values: np.ndarray) -> tuple[flo
     return float(np.exp(fit.x[0])), float(np.exp(fit.x[1])), float(np.sqrt(np.mean(fit.fun**2)))
 
 
+def fit_ols(batch_sizes: np.ndarray, values: np.ndarray) -> tuple[float, float, float]:
+    """Fit y = a + b/B by ordinary least squares on (1/B, y) (McCandlish et al. 2018); returns
+    (a, b, rms log residual). Unconstrained: a or b may come out ≤ 0 (then B_crit is NaN, and
+    the rms is NaN where the fitted curve is not positive)."""
+    x, y = 1.0 / np.asarray(batch_sizes, np.float64), np.asarray(values, np.float64)
+    (a, b), *_ = np.linalg.lstsq(np.stack([np.ones_like(x), x], axis=1), y, rcond=None)
+    fitted = a + b * x
+    with np.errstate(invalid="ignore", divide="ignore"):
+        rms = float(np.sqrt(np.mean((np.log(fitted) - np.log(y))**2)))
+    return float(a), float(b), rms
+
+
+FITS = {"log": fit_inverse_linear, "ols": fit_ols}
+
+
 def examples_crossing(batch_sizes: np.ndarray, examples: np.ndarray, level: float) -> float:
     """First batch size where ``examples`` exceed ``level``, linear in (log B, log E) between the
     bracketing points (B ascending); NaN if none exceeds it or the first already does."""
@@ -212,41 +187,51 @@ def refine_learning_rate(learning_rates: np.ndarray, steps: np.ndarray, i: int) 
 
 
 class _Estimate(NamedTuple):
-    steps: np.ndarray  # [B] seed-mean steps at the best point (inf: infeasible)
-    best: np.ndarray  # [B] flat index into (learning_rate, *others)
+    steps: np.ndarray  # [B] seed-combined steps at the best point (inf: infeasible)
+    best: np.ndarray  # [B] flat index into (learning_rate, *others); -1: none
     lr_opt: np.ndarray  # [B] refined best learning rate (NaN: infeasible)
     at_edge: np.ndarray  # [B] bool
     s_fit: tuple[float, float, float] | None  # (S_min, E_min, rms) or None if too few points
     eps_fit: tuple[float, float] | None  # (1/ε_max, B_noise/ε_max)
 
 
-def _estimate(values: np.ndarray, batch_sizes: np.ndarray, learning_rates: np.ndarray) -> _Estimate:
-    """Steps 1, 2 and 4 of the module docstring on [B, L, O, seed] steps (O: other dims)."""
-    mean = np.where(np.isnan(values), np.inf, values).mean(axis=-1)  # inf if any seed is inf
-    flat = mean.reshape(len(batch_sizes), -1)
-    best = np.argmin(flat, axis=1)
-    steps = flat[np.arange(len(best)), best]
+def _estimate(values: np.ndarray, batch_sizes: np.ndarray, learning_rates: np.ndarray,
+              final: np.ndarray | None, higher_is_better: bool, seeds: str,
+              fit: str) -> _Estimate:
+    """Steps 1, 2 and 4 of the module docstring on [B, L, O, seed] steps (O: other dims) and
+    the final metric in the same layout (or None)."""
+    num_b, num_lr, num_o, num_s = values.shape
+    combined = combine_seeds(values, seeds)  # [B, L, O]
+    choice = choose(values.reshape(num_b, -1, num_s),
+                    None if final is None else final.reshape(num_b, -1, num_s),
+                    higher_is_better=higher_is_better, seeds=seeds)
+    best, steps = choice.index, np.where(choice.index >= 0, choice.score, np.inf)
     feasible = np.isfinite(steps)
-    lr_index, other = np.divmod(best, mean.shape[2])
-    lr_opt, at_edge = np.full(len(best), np.nan), np.zeros(len(best), bool)
+    lr_index, other = np.divmod(np.maximum(best, 0), num_o)
+    lr_opt, at_edge = np.full(num_b, np.nan), np.zeros(num_b, bool)
     for k in np.flatnonzero(feasible):
-        lr_opt[k] = refine_learning_rate(learning_rates, mean[k, :, other[k]], lr_index[k])
+        lr_opt[k] = refine_learning_rate(learning_rates, combined[k, :, other[k]], lr_index[k])
         at_edge[k] = lr_index[k] in (0, len(learning_rates) - 1)
     s_fit = eps_fit = None
     if feasible.sum() >= MIN_POINTS:
-        s_fit = fit_inverse_linear(batch_sizes[feasible], steps[feasible])
+        s_fit = FITS[fit](batch_sizes[feasible], steps[feasible])
     use = feasible & ~at_edge
     if use.sum() >= MIN_POINTS:
-        eps_fit = fit_inverse_linear(batch_sizes[use], 1.0 / lr_opt[use])[:2]
+        eps_fit = FITS[fit](batch_sizes[use], 1.0 / lr_opt[use])[:2]
     return _Estimate(steps, best, lr_opt, at_edge, s_fit, eps_fit)
+
+
+def _ratio(num: float, den: float) -> float:
+    return num / den if num > 0 and den > 0 else math.nan
 
 
 def _derived(est: _Estimate) -> np.ndarray:
     """[s_min, e_min, b_crit, eps_max, b_noise] of an estimate (NaN where not fitted)."""
     s = (math.nan,) * 3
     if est.s_fit:
-        s = (est.s_fit[0], est.s_fit[1], est.s_fit[1] / est.s_fit[0])
-    e = (1 / est.eps_fit[0], est.eps_fit[1] / est.eps_fit[0]) if est.eps_fit else _NAN2
+        s = (est.s_fit[0], est.s_fit[1], _ratio(est.s_fit[1], est.s_fit[0]))
+    e = ((_ratio(1.0, est.eps_fit[0]), _ratio(est.eps_fit[1], est.eps_fit[0])) if est.eps_fit
+         else _NAN2)
     return np.array(s + e)
 
 
@@ -270,19 +255,27 @@ def critical_batch_size(
     num_bootstrap: int = 200,
     confidence: float = 0.9,
     seed: int = 0,
+    seeds: str = "mean",
+    fit: str = "log",
 ) -> CriticalBatchSize:
     """S_min, E_min, B_crit (with seed-bootstrap intervals) and ε_opt(B) from a sweep.
 
     Args:
       results: a ``SweepResult`` (steps from ``sweep_steps_to_target(results, target, metric)``)
         or a DataArray of steps to target [batch_size, learning_rate, (momentum, …,) seed] with
-        coordinates; inf (or NaN) = never reached or diverged.
+        coordinates; inf = never reached or diverged, NaN = not run.
       target, metric: for a ``SweepResult``: the value of ``metric`` to reach (default metric:
         the sweep's); ``target=None`` uses the sweep's stored steps to target.
       threshold: the measured critical batch size is where E first exceeds threshold × E_min.
       num_bootstrap: seed resamples for the intervals (0: no intervals).
       confidence: central probability of the percentile intervals, in (0, 1).
       seed: seed of the bootstrap's NumPy generator.
+      seeds: how seeds combine into a grid point's steps (``jaxsgd.analysis.best``): "mean"
+        (one infeasible seed makes the point infeasible) or "median" (infeasible seeds count as
+        never reaching the target).
+      fit: how S(B) = S_min + E_min/B (and 1/ε_opt(B)) is fitted: "log" (relative residuals,
+        Σ (log S − log fit)², a, b > 0) or "ols" (ordinary least squares on (1/B, S), as
+        McCandlish et al. 2018; unconstrained).
 
     Example::
 
@@ -296,8 +289,14 @@ def critical_batch_size(
         raise ValueError(f"confidence: {confidence!r} is not in (0, 1)")
     if not threshold > 1:
         raise ValueError(f"threshold: {threshold!r} is not a number > 1")
+    check_seed_rule(seeds)
+    if fit not in FITS:
+        raise ValueError(f"fit: {fit!r} is not one of {', '.join(FITS)}")
+    final, higher_is_better = None, True
     if isinstance(results, SweepResult):
         steps = sweep_steps_to_target(results, target, metric)
+        final = final_metric(results)
+        higher_is_better = final_metric_name(results) == "test_accuracy"
     elif isinstance(results, xr.DataArray):
         if target is not None or metric is not None:
             raise ValueError("target/metric apply to a SweepResult; a DataArray already holds "
@@ -311,8 +310,12 @@ def critical_batch_size(
     batch_sizes = steps["batch_size"].values.astype(np.float64)
     learning_rates = steps["learning_rate"].values.astype(np.float64)
     values = steps.values.reshape(len(batch_sizes), len(learning_rates), -1, steps.sizes["seed"])
+    if final is not None:
+        final = final.sortby("batch_size").transpose(*steps.dims).values.astype(
+            np.float64).reshape(values.shape)
+    rule = dict(higher_is_better=higher_is_better, seeds=seeds, fit=fit)
 
-    est = _estimate(values, batch_sizes, learning_rates)
+    est = _estimate(values, batch_sizes, learning_rates, final, **rule)
     feasible = np.isfinite(est.steps)
     if est.s_fit is None:
         raise ValueError(
@@ -327,8 +330,12 @@ def critical_batch_size(
     rng = np.random.default_rng(seed)
     num_seeds = values.shape[-1]
     draws = num_bootstrap if num_seeds > 1 else 0
-    boot = np.array([_derived(_estimate(values[..., rng.integers(0, num_seeds, num_seeds)],
-                                        batch_sizes, learning_rates)) for _ in range(draws)])
+    boot = []
+    for _ in range(draws):
+        pick = rng.integers(0, num_seeds, num_seeds)
+        boot.append(_derived(_estimate(values[..., pick], batch_sizes, learning_rates,
+                                       None if final is None else final[..., pick], **rule)))
+    boot = np.array(boot)
     intervals = [_interval(boot[:, j], confidence) if draws else _NAN2 for j in range(5)]
 
     grid = np.unravel_index(np.where(feasible, est.best, 0), values.shape[1:3])

@@ -1,100 +1,30 @@
-"""Figures in one shared style: column-width, small fonts, no top/right spines, PDF + PNG.
+"""Figures of a sweep, in the shared style (``jaxsgd.style``).
 
-  STYLE            matplotlib rcParams of every jaxsgd figure
-  use_style()      context manager applying STYLE
-  save_figure()    write a figure as PDF and PNG
-  tick_at(), plain_log_labels()   plain tick labels (0.03, 256) on log axes
   plot_sweep()     the two-panel summary figure of a sweep
 
-Figures are built on ``matplotlib.figure.Figure`` directly, never through pyplot: no GUI
-backend, no global figure registry to close, safe in scripts, tests and notebooks alike.
+Figures are built on ``matplotlib.figure.Figure`` directly, never through pyplot.
 """
 
 from __future__ import annotations
 
-import contextlib
 import os
-from pathlib import Path
-from typing import Iterator
 
 import matplotlib as mpl
 import numpy as np
-from matplotlib import ticker
 from matplotlib.axes import Axes
 from matplotlib.figure import Figure
 
-from jaxsgd.config import TARGET_METRICS
-from jaxsgd.results import SweepResult, eval_dim
-from jaxsgd.summary import best_hyperparameters, best_runs, final_metric_name, search_dims
-
-COLUMN_WIDTH = 3.4  # inches: one column of a two-column paper
-STYLE: dict[str, object] = {
-    "figure.figsize": (COLUMN_WIDTH, 2.4),
-    "figure.dpi": 150,
-    "font.size": 8,
-    "axes.titlesize": 8,
-    "axes.labelsize": 8,
-    "xtick.labelsize": 7,
-    "ytick.labelsize": 7,
-    "legend.fontsize": 6.5,
-    "legend.frameon": False,
-    "axes.spines.top": False,
-    "axes.spines.right": False,
-    "axes.linewidth": 0.6,
-    "xtick.major.width": 0.6,
-    "ytick.major.width": 0.6,
-    "lines.linewidth": 1.2,
-    "lines.markersize": 3.5,
-    "savefig.dpi": 300,
-    "savefig.bbox": "tight",
-    "savefig.pad_inches": 0.02,
-    "pdf.fonttype": 42,  # embed TrueType: text stays editable in the PDF
-    "ps.fonttype": 42,
-}
-
-
-@contextlib.contextmanager
-def use_style() -> Iterator[None]:
-    """Apply ``STYLE`` to figures created (and saved) inside the ``with`` block."""
-    with mpl.rc_context(STYLE):
-        yield
-
-
-def save_figure(fig: Figure, path: str | os.PathLike) -> list[Path]:
-    """Write ``fig`` as ``path.pdf`` and ``path.png`` (a .pdf/.png suffix on ``path`` is ignored).
-
-    Creates the parent folder. Returns the two paths written.
-    """
-    base = Path(path)
-    if base.suffix.lower() in (".pdf", ".png"):
-        base = base.with_suffix("")
-    base.parent.mkdir(parents=True, exist_ok=True)
-    written = []
-    with use_style():
-        for suffix in (".pdf", ".png"):
-            target = base.with_name(base.name + suffix)
-            fig.savefig(target)
-            written.append(target)
-    return written
+from jaxsgd.targets import target_direction
+from jaxsgd.engine.results import SweepResult
+from jaxsgd.analysis.best import final_metric_name, search_dims
+from jaxsgd.analysis.summary import best_hyperparameters, best_runs
+from jaxsgd.style import COLUMN_WIDTH, plain_log_labels, save_figure, tick_at, use_style
 
 
 def _seed_band(values: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     """Mean, min, max over the last axis (seeds); NaN where any seed is NaN (diverged)."""
     values = np.asarray(values, np.float64)
     return values.mean(-1), values.min(-1), values.max(-1)
-
-
-def tick_at(axis, values: np.ndarray) -> None:
-    """Major ticks at exactly ``values`` (grid points), labelled plainly (0.03, 256)."""
-    axis.set_ticks(values, [f"{v:g}" for v in values])
-    axis.set_minor_locator(ticker.NullLocator())
-
-
-def plain_log_labels(axis) -> None:
-    """Ticks at 1, 2, 5 × 10^k labelled plainly (20, 500) instead of 2×10¹ on a log axis."""
-    axis.set_major_locator(ticker.LogLocator(subs=(1.0, 2.0, 5.0)))
-    axis.set_major_formatter(ticker.FuncFormatter(lambda v, _: f"{v:g}"))
-    axis.set_minor_formatter(ticker.NullFormatter())
 
 
 def _loss_scale(ax: Axes, values: np.ndarray) -> None:
@@ -124,7 +54,7 @@ def _plot_learning_rate_panel(ax: Axes, result: SweepResult) -> None:
     name = final_metric_name(result)
     best = best_hyperparameters(result)
     others = [d for d in search_dims(result) if d != "learning_rate"]
-    final = metrics[name].isel({eval_dim(config): -1}, drop=True)
+    final = metrics[name].isel({config.eval_dim: -1}, drop=True)
     learning_rates = metrics["learning_rate"].values
     colors = mpl.colormaps["viridis"](np.linspace(0.0, 0.85, metrics.sizes["batch_size"]))
     for color, b in zip(colors, metrics["batch_size"].values):
@@ -157,7 +87,7 @@ def _plot_batch_size_panel(ax: Axes, result: SweepResult) -> None:
     ax.set_xlabel("batch size (examples)")
     if "steps_to_target" not in metrics:
         name = final_metric_name(result)
-        values = runs[name].isel({eval_dim(config): -1}).transpose("batch_size", "seed").values
+        values = runs[name].isel({config.eval_dim: -1}).transpose("batch_size", "seed").values
         mean, low, high = _seed_band(values)
         ax.plot(batch_sizes, mean, "o-", color="k")
         ax.fill_between(batch_sizes, low, high, color="k", alpha=0.2, linewidth=0)
@@ -172,7 +102,7 @@ def _plot_batch_size_panel(ax: Axes, result: SweepResult) -> None:
     ax.set_yscale("log")
     plain_log_labels(ax.yaxis)
     ax.set_ylabel("steps to target\n(optimizer steps)")
-    direction = "≤" if TARGET_METRICS[config.target_metric] == "min" else "≥"
+    direction = "≤" if target_direction(config.target_metric) == "min" else "≥"
     ax.set_title(f"target: {config.target_metric.replace('_', ' ')} {direction} "
                  f"{config.target_value:g}", fontsize=7)
     if not reached.any():
@@ -200,7 +130,7 @@ def plot_sweep(result: SweepResult, path: str | os.PathLike | None = None) -> Fi
         rate, one line per batch size: mean over seeds with a min–max band; a learning rate
         where any seed diverged is missing.
     (b) With a target: steps to target vs batch size (log–log) at each batch size's best grid
-        point (``jaxsgd.summary``), with the perfect-scaling line S ∝ 1/B through the smallest
+        point (``jaxsgd.analysis.summary``), with the perfect-scaling line S ∝ 1/B through the smallest
         batch size that reached the target. Without one: the final test metric vs batch size
         at the best learning rate.
 

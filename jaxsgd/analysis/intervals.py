@@ -4,7 +4,7 @@
   sample of a population; bootstrap them (resample with replacement) and report percentile
   intervals of the population's |G|², tr Σ and B_simple (unbiased estimators). A resample is a
   count vector w [n] (Σ w = n), and everything it needs comes from the Gram matrix of
-  per-example gradients K_ij = g_i·g_j (``jaxsgd.per_example.example_gradient_gram``, computed
+  per-example gradients K_ij = g_i·g_j (``jaxsgd.measure.per_example.example_gradient_gram``, computed
   once): |Σ_i w_i g_i / n|² = wᵀKw / n² and mean |g_i|² = w·diag K / n. So thousands of
   resamples cost a few [R, n] × [n, n] products, never a gradient.
 * ``ratio_interval(numerators, denominators, key)`` — a ratio of means, e.g. B_simple from a
@@ -36,7 +36,7 @@ import numpy as np
 import xarray as xr
 from scipy import stats
 
-from jaxsgd.per_example import example_gradient_gram
+from jaxsgd.measure.per_example import example_gradient_gram
 
 PyTree = Any
 

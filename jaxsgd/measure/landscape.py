@@ -59,7 +59,7 @@ from jax.flatten_util import ravel_pytree
 from matplotlib.axes import Axes
 from matplotlib.figure import Figure
 
-from jaxsgd.plotting import COLUMN_WIDTH, plain_log_labels, save_figure, use_style
+from jaxsgd.style import COLUMN_WIDTH, plain_log_labels, save_figure, use_style
 
 PyTree = Any
 MetricFn = Callable[[PyTree, PyTree], PyTree]  # fn(params, batch) -> scalar or pytree of scalars

@@ -48,7 +48,7 @@ import jax.numpy as jnp
 import numpy as np
 import optax
 
-from jaxsgd.critical import examples_crossing
+from jaxsgd.analysis.critical import examples_crossing
 
 
 class NQM(NamedTuple):

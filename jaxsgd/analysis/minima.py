@@ -32,13 +32,13 @@ import jax.numpy as jnp
 import numpy as np
 import xarray as xr
 
-from jaxsgd.curvature import hessian_trace, top_hessian_eigenvalues
+from jaxsgd.measure.curvature import hessian_trace, top_hessian_eigenvalues
 from jaxsgd.data import Dataset
 from jaxsgd.losses import make_loss_fn
-from jaxsgd.results import SweepResult, _to_grid, eval_dim, grid_dims
-from jaxsgd.sharpness import adaptive_sharpness, epsilon_sharpness
-from jaxsgd.sweep import grid_hparams, prepare
-from jaxsgd.training import initial_params
+from jaxsgd.engine.results import SweepResult, to_grid, grid_dims
+from jaxsgd.measure.sharpness import adaptive_sharpness, epsilon_sharpness
+from jaxsgd.engine.sweep import grid_hparams, prepare
+from jaxsgd.engine.training import initial_params
 
 PyTree = Any
 MEASURES = ("lambda_max", "hessian_trace", "epsilon_sharpness", "adaptive_sharpness")
@@ -160,7 +160,7 @@ def minima_summary(result: SweepResult, data: Dataset | None = None, *, model=No
         run = result.metrics["run"].sel(batch_size=b).values
         diverged_runs = np.zeros(len(seeds), bool)
         diverged_runs[run.ravel()] = diverged.ravel()
-        data_vars = {name: (dims, _to_grid(config, np.where(diverged_runs, np.nan,
+        data_vars = {name: (dims, to_grid(config, np.where(diverged_runs, np.nan,
                                                               np.asarray(v, np.float64))))
                      for name, v in values.items()}
         groups.append(xr.Dataset(data_vars).expand_dims(batch_size=[b]))
@@ -169,7 +169,7 @@ def minima_summary(result: SweepResult, data: Dataset | None = None, *, model=No
     for name in ("train_loss", "test_loss", "train_accuracy", "test_accuracy"):
         if name in result.metrics:
             final[name] = result.metrics[name].sel(batch_size=list(batch_sizes)).isel(
-                {eval_dim(config): -1}, drop=True)
+                {config.eval_dim: -1}, drop=True)
     if "train_loss" in final and "test_loss" in final:
         final["generalization_gap"] = final["test_loss"] - final["train_loss"]
     if "train_accuracy" in final and "test_accuracy" in final:

@@ -1,16 +1,7 @@
 """The sweep at a glance: the best hyperparameters per batch size and a plain-text table.
 
-For each batch size the *best grid point* is chosen over every swept grid dimension except
-``seed`` (learning rate, and momentum, weight decay, … when they are swept), from seed means:
-
-* with a target: fewest steps to target (mean over seeds; a point where any seed never reaches
-  the target, or diverged, scores inf); ties, and batch sizes where no point reaches the target,
-  are decided by the final test metric;
-* without a target: the best final test accuracy (mean over seeds), or the lowest final test
-  loss for regression.
-
-A point where any seed diverged has no final-metric mean (NaN) and is never chosen on it. A batch
-size where every point diverged has no best point (NaN coordinates).
+The best grid point of each batch size is chosen by the one rule of ``jaxsgd.analysis.best``
+(fewest steps to target, mean over seeds; ties by the final test metric, then grid order).
 """
 
 from __future__ import annotations
@@ -20,64 +11,15 @@ import math
 import numpy as np
 import xarray as xr
 
-from jaxsgd.config import TARGET_METRICS
-from jaxsgd.results import SweepResult, eval_dim, grid_dims
+from jaxsgd.analysis.best import best_points, final_metric_name, search_dims
+from jaxsgd.engine.results import SweepResult
+from jaxsgd.targets import target_direction
 
 
-def final_metric_name(result: SweepResult) -> str:
-    """"test_accuracy" for classification, "test_loss" for regression (no accuracy recorded)."""
-    return "test_accuracy" if "test_accuracy" in result.metrics else "test_loss"
-
-
-def final_metric(result: SweepResult) -> xr.DataArray:
-    """The final test metric of every run: [batch_size, *grid dims] (NaN if it diverged)."""
-    metric = result.metrics[final_metric_name(result)]
-    return metric.isel({eval_dim(result.config): -1}, drop=True)
-
-
-def search_dims(result: SweepResult) -> list[str]:
-    """Grid dimensions the best point is chosen over: every result grid dim except seed."""
-    return [d for d in grid_dims(result.config) if d != "seed"]
-
-
-def _best_index(result: SweepResult, batch_size: int) -> dict[str, int] | None:
-    """Integer position of the best point along each search dim, or None if all diverged."""
-    dims = search_dims(result)
-    final = final_metric(result).sel(batch_size=batch_size)
-    # Seed mean with skipna=False: a diverged seed makes the point's mean NaN.
-    final_mean = final.mean("seed", skipna=False).transpose(*dims).values.ravel()
-    higher_is_better = final_metric_name(result) == "test_accuracy"
-    secondary = -final_mean if higher_is_better else final_mean
-    secondary = np.where(np.isnan(secondary), np.inf, secondary)
-    if "steps_to_target" in result.metrics:
-        steps = result.metrics["steps_to_target"].sel(batch_size=batch_size)
-        primary = steps.mean("seed", skipna=False).transpose(*dims).values.ravel()
-        primary = np.where(np.isnan(primary), np.inf, primary)
-    else:
-        primary = np.zeros_like(secondary)
-    best = int(np.lexsort((secondary, primary))[0])
-    if not (math.isfinite(primary[best]) or math.isfinite(secondary[best])):
-        return None
-    shape = [final.sizes[d] for d in dims]
-    return dict(zip(dims, (int(i) for i in np.unravel_index(best, shape))))
-
-
-def best_hyperparameters(result: SweepResult) -> xr.Dataset:
-    """The best grid point per batch size: one [batch_size] variable per search dim.
-
-    Values are NaN for a batch size where every run diverged (see the module docstring).
-    """
-    metrics = result.metrics
-    batch_sizes = metrics["batch_size"].values
-    values = {d: np.full(len(batch_sizes), np.nan) for d in search_dims(result)}
-    for i, b in enumerate(batch_sizes):
-        index = _best_index(result, int(b))
-        if index is None:
-            continue
-        for d, j in index.items():
-            values[d][i] = float(metrics[d].values[j])
-    return xr.Dataset({d: ("batch_size", v) for d, v in values.items()},
-                      coords={"batch_size": batch_sizes})
+def best_hyperparameters(result: SweepResult, *, seeds: str = "mean") -> xr.Dataset:
+    """The best grid point per batch size (``jaxsgd.analysis.best``): one [batch_size] variable
+    per search dim, NaN for a batch size without a best point (every run diverged)."""
+    return best_points(result, seeds=seeds)[search_dims(result)]
 
 
 def best_learning_rate(result: SweepResult) -> xr.DataArray:
@@ -92,12 +34,13 @@ def best_runs(result: SweepResult) -> xr.Dataset:
     ``best_hyperparameters``); batch sizes without a best point are all NaN.
     """
     dims = search_dims(result)
-    best = best_hyperparameters(result)
+    best = best_points(result)
+    shape = [result.metrics.sizes[d] for d in dims]
     parts = []
-    for b in result.metrics["batch_size"].values:
+    for b, flat in zip(result.metrics["batch_size"].values, best["index"].values):
         group = result.metrics.sel(batch_size=[b])
-        index = _best_index(result, int(b))
-        if index is None:
+        index = dict(zip(dims, (int(i) for i in np.unravel_index(max(flat, 0), shape))))
+        if flat < 0:
             picked = group.isel({d: 0 for d in dims}, drop=True)
             picked = picked.map(lambda v: v.astype(np.float64) * np.nan
                                 if v.dtype.kind in "fiub" else v)
@@ -142,7 +85,7 @@ def _header(result: SweepResult) -> str:
     parts = [f"{c.data} / {c.model} / {c.optimizer} ({c.schedule})",
              f"budget {c.budget} {c.budget_unit}"]
     if "steps_to_target" in result.metrics:
-        direction = "<=" if TARGET_METRICS[c.target_metric] == "min" else ">="
+        direction = "<=" if target_direction(c.target_metric) == "min" else ">="
         parts.append(f"target {c.target_metric} {direction} {c.target_value:g}")
     parts.append(f"best over {', '.join(search_dims(result))}; mean over {seeds} seed(s)")
     return " | ".join(parts)
@@ -179,7 +122,7 @@ def summarize(result: SweepResult) -> str:
             row.append(_format_count(float(at_best["steps_to_target"].mean("seed", skipna=False))))
             row.append(_format_count(
                 float(at_best["examples_to_target"].mean("seed", skipna=False))))
-        row.append(_format_spread(at_best[final_name].isel({eval_dim(config): -1}).values))
+        row.append(_format_spread(at_best[final_name].isel({config.eval_dim: -1}).values))
         diverged = metrics["diverged"].sel(batch_size=b)
         row.append(f"{int(diverged.sum())}/{diverged.size}")
         rows.append(row)

@@ -14,10 +14,10 @@ Outputs land in the results as variables ``{name}_{key}`` over a ``{name}_step``
 A probe built with ``step_gradients=True`` also receives the training step's own gradient as
 ``measure(..., state, gradients=StepGradients(loss, grads, example_sq_norms))``, so it costs
 no extra backward pass; ``example_sq_norms`` (each leaf [B]: every example's squared gradient
-norm, ``jaxsgd.per_example``) comes fused into that backward pass when the model's layers allow
+norm, ``jaxsgd.measure.per_example``) comes fused into that backward pass when the model's layers allow
 it, and is ``None`` otherwise (the probe then computes what it needs itself, only when due).
 ``options`` (pairs of name and JSON-able value) enter the sweep's fingerprint, so resuming with other settings is refused.
-The noise-scale probes live in ``jaxsgd.noise_probes``.
+The noise-scale probes live in ``jaxsgd.probes.noise``.
 """
 
 from __future__ import annotations

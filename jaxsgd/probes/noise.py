@@ -2,8 +2,8 @@
 
 ``noise_scale_probe(every=1)`` reads the training step's own backward pass
 (``Probe.step_gradients``): the minibatch gradient G_B and, fused into the same pass, every
-example's squared gradient norm |g_i|² (``jaxsgd.per_example``). These are the two batch
-sizes of the two-batch estimator (``jaxsgd.noise.two_batch_noise_scale``) with B_small = 1 and
+example's squared gradient norm |g_i|² (``jaxsgd.measure.per_example``). These are the two batch
+sizes of the two-batch estimator (``jaxsgd.measure.noise.two_batch_noise_scale``) with B_small = 1 and
 B_big = B:
 
     |G_small|² = mean_i |g_i|²,  |G_big|² = |G_B|²
@@ -20,7 +20,7 @@ data-parallel workers: B_small = B/k from the k microbatch gradients of the mini
 extra batched gradient per measurement).
 
 ``hessian_noise_probe(every=k)`` measures B_noise = tr(HΣ)/(GᵀHG) on the step's minibatch with
-Hessian-vector products (``jaxsgd.noise.hessian_noise_scale``, unbiased for the training set),
+Hessian-vector products (``jaxsgd.measure.noise.hessian_noise_scale``, unbiased for the training set),
 from ``num_examples`` of the minibatch's examples; its ``b_noise`` is likewise a ratio of EMAs.
 
 Costs (reference MLP, benchmarks/noise_probe.py): see the README's measurements.
@@ -32,9 +32,9 @@ import jax
 import jax.numpy as jnp
 import optax
 
-from jaxsgd.noise import hessian_noise_scale, noise_scale_ema, two_batch_noise_scale
-from jaxsgd.per_example import value_grad_and_example_norms
-from jaxsgd.probes import Probe, StepGradients
+from jaxsgd.measure.noise import hessian_noise_scale, noise_scale_ema, two_batch_noise_scale
+from jaxsgd.measure.per_example import value_grad_and_example_norms
+from jaxsgd.probes.base import Probe, StepGradients
 
 
 def _check(every: int, decay: float) -> None:

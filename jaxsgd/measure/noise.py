@@ -196,7 +196,7 @@ class HessianNoiseScale(NamedTuple):
     trace_hessian_cov_stderr: standard error of tr(HΣ) from drawing a subset of the examples
     (finite-population corrected: zero when every example is used). For an interval on
     B_noise itself, estimate it on several batches (or steps) and use
-    ``jaxsgd.intervals.ratio_interval`` over (tr(HΣ), GᵀHG).
+    ``jaxsgd.analysis.intervals.ratio_interval`` over (tr(HΣ), GᵀHG).
     """
 
     grad_sq_norm: jax.Array

@@ -6,11 +6,11 @@
 2. opens the results folder: new, or the same sweep's (resumed: finished groups are loaded,
    a checkpointed group continues), or refused if it holds a different sweep;
 3. puts the data on every device once (replicated; every run of a device reads the same
-   arrays) and the grid's runs split over the devices (``jaxsgd.devices``);
-4. for each batch size, runs the group's compiled programs (``jaxsgd.programs``):
+   arrays) and the grid's runs split over the devices (``jaxsgd.engine.sharding``);
+4. for each batch size, runs the group's compiled programs (``jaxsgd.engine.sharding``):
    ``init``, then ``advance`` over chunks of steps — after each chunk the progress bar moves
    and the whole group state is checkpointed — then ``finish``;
-5. writes each group's labelled results as soon as it finishes (``jaxsgd.results``).
+5. writes each group's labelled results as soon as it finishes (``jaxsgd.engine.results``).
 
 Runs of different batch sizes are separate programs, not padded to the largest batch.
 """
@@ -28,21 +28,22 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from jaxsgd.checkpoint import load_checkpoint, save_checkpoint, sweep_fingerprint
+from jaxsgd._util import check_int
 from jaxsgd.config import ConfigError, SweepConfig, validate
 from jaxsgd.data import Dataset, check_dataset, load_dataset
-from jaxsgd.devices import (barrier, is_main_process, pad_runs, padded_size, replicate,
-                            run_mesh, shard_runs, to_host)
-from jaxsgd.evaluation import EvalData, eval_slots, evaluation_steps
+from jaxsgd.engine.evaluation import EvalData, eval_slots, evaluation_steps
+from jaxsgd.engine.folder import (checkpoint_file, group_file, load_checkpoint, load_group,
+                                  open_output, save_checkpoint, save_group, sweep_fingerprint)
+from jaxsgd.engine.progress import SweepProgress
+from jaxsgd.engine.results import SweepResult, combine, group_dataset
+from jaxsgd.engine.sharding import (barrier, group_programs, init_params_program,
+                                    is_main_process, pad_runs, padded_size, replicate, run_mesh,
+                                    shard_runs, to_host)
+from jaxsgd.engine.training import TrainData, TrainSpec
+from jaxsgd.hyperparams import HParams
 from jaxsgd.losses import Task, task_for
 from jaxsgd.models import Model, make_model
-from jaxsgd.optimizers import HParams
-from jaxsgd.probes import Probe
-from jaxsgd.programs import group_programs, init_params_program
-from jaxsgd.progress import SweepProgress
-from jaxsgd.results import (SweepResult, combine, group_dataset, load_group, open_output,
-                            save_group)
-from jaxsgd.training import TrainData, TrainSpec
+from jaxsgd.probes.base import Probe
 
 MAX_CHUNKS = 16  # default: a group runs in at most this many chunks of equal length
 
@@ -165,7 +166,7 @@ def run_group(sweep: _Sweep, batch_size: int):
     slots, _ = eval_slots(evaluation_steps(config, batch_size), spec.num_steps)
     steps = np.arange(spec.num_steps, dtype=np.int32)
     chunk = chunk_length(spec.num_steps, sweep.chunk_steps)
-    path = sweep.folder / f"checkpoint_bs{batch_size}.npz" if sweep.folder else None
+    path = checkpoint_file(sweep.folder, batch_size) if sweep.folder else None
     expected = {"fingerprint": sweep.fingerprint, "batch_size": batch_size, "num_runs": runs}
     start = 0
     if path is not None and path.is_file():
@@ -221,7 +222,7 @@ def run_sweep(
         refused unless ``overwrite``.
       data: a ``Dataset`` to use instead of ``config.data`` (e.g. ``jaxsgd.data.from_arrays``).
       model: a ``Model`` to use instead of ``config.model``.
-      probes: measurements run inside the training scan (``jaxsgd.probes``).
+      probes: measurements run inside the training scan (``jaxsgd.probes.base``).
       verbose: print one line per finished group.
       progress: show a progress bar (runs, steps, examples/s, ETA) between chunks.
       chunk_steps: optimizer steps per chunk (default: at most 16 equal chunks per group).
@@ -231,10 +232,13 @@ def run_sweep(
       eval_slice: evaluation examples per slice (bounds evaluation memory to
         ``runs x eval_slice`` activations); None evaluates each set at once.
     """
-    if chunk_steps is not None and (isinstance(chunk_steps, bool) or chunk_steps < 1):
-        raise ConfigError(f"chunk_steps: {chunk_steps!r} must be a positive integer")
-    if eval_slice is not None and (isinstance(eval_slice, bool) or eval_slice < 1):
-        raise ConfigError(f"eval_slice: {eval_slice!r} must be a positive integer or None")
+    try:
+        if chunk_steps is not None:
+            check_int("chunk_steps", chunk_steps, unit="optimizer steps")
+        if eval_slice is not None:
+            check_int("eval_slice", eval_slice, unit="examples, or None")
+    except ValueError as e:
+        raise ConfigError(str(e)) from None
     dataset, model_obj, task = prepare(config, data, model)
     model_key = None if model is not None else (
         config.model, json.dumps(dict(config.model_options), sort_keys=True),
@@ -257,7 +261,7 @@ def run_sweep(
     groups, params = [], {}
     try:
         for batch_size in config.batch_sizes:
-            if folder is not None and (folder / f"group_bs{batch_size}.nc").is_file():
+            if folder is not None and group_file(folder, batch_size).is_file():
                 ds, params[batch_size] = load_group(folder, batch_size)
                 groups.append(ds)
                 sweep.progress.skip(config.num_steps(batch_size))
@@ -271,7 +275,7 @@ def run_sweep(
             params[batch_size] = state.params
             if folder is not None and is_main_process():
                 save_group(folder, ds, state.params)
-                (folder / f"checkpoint_bs{batch_size}.npz").unlink(missing_ok=True)
+                checkpoint_file(folder, batch_size).unlink(missing_ok=True)
             if verbose:
                 sweep.progress.write(
                     f"batch size {batch_size}: {sweep.num_runs} runs x "

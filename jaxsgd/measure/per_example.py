@@ -281,7 +281,7 @@ def example_gradient_gram(
     contributes (X Xᵀ) ∘ (Δ Δᵀ) + Δ Δᵀ, O(B²·(in + out)), without any per-example gradient;
     other layers form their per-example kernel gradients explicitly. The "vmap" path holds all
     B per-example gradients at once (B × parameters floats). ``method`` as in
-    ``value_grad_and_example_norms``. The noise scale's bootstrap (``jaxsgd.intervals``)
+    ``value_grad_and_example_norms``. The noise scale's bootstrap (``jaxsgd.analysis.intervals``)
     resamples examples through K: |mean of resampled g|² = wᵀKw / B².
     """
     if method not in METHODS:

@@ -2,7 +2,7 @@
 
 ``lambda_max_probe(every=16)`` measures λ_max(H), the algebraically largest eigenvalue of the
 Hessian H = ∇²L(θ_t) of the training loss, at optimizer steps 0, k, 2k, … inside the sweep
-(``jaxsgd.probes``). Under full-batch gradient descent at learning rate ε, λ_max rises to
+(``jaxsgd.probes.base``). Under full-batch gradient descent at learning rate ε, λ_max rises to
 ≈ 2/ε and hovers there (the edge of stability, Cohen et al. 2021); under SGD it stays below,
 lower for smaller batches (SCIENCE.md, "Curvature").
 
@@ -63,9 +63,9 @@ import jax.numpy as jnp
 import numpy as np
 from jax.flatten_util import ravel_pytree
 
-from jaxsgd.checkpoint import array_digest
-from jaxsgd.curvature import hessian_matvec
-from jaxsgd.probes import Probe
+from jaxsgd._util import array_digest
+from jaxsgd.measure.curvature import hessian_matvec
+from jaxsgd.probes.base import Probe
 
 PyTree = Any
 

@@ -1,0 +1,133 @@
+"""Labelled sweep results: building, saving and loading them.
+
+A sweep's metrics are one ``xarray.Dataset`` with dimensions
+
+* ``batch_size``;
+* ``learning_rate`` and ``seed`` always, plus every other grid field that was swept
+  (``momentum``, ``weight_decay``, ``warmup``, ``decay``); unswept ones are scalar coordinates;
+* the evaluation axis, named after the budget unit: ``examples`` (nominal examples seen) or
+  ``step``. Coordinates ``step`` and ``examples`` along it (2-D with ``batch_size``) give the
+  actual optimizer step and examples seen at each evaluation.
+
+Variables: ``{train,test}_{loss,accuracy}`` and ``batch_loss`` (mean minibatch loss since the
+previous evaluation) per evaluation, NaN from the step a run diverged; ``diverged``,
+``diverged_step`` (−1 if never); ``steps_to_target``/``examples_to_target`` (inf if not
+reached) when the sweep has a target; probe outputs ``{probe}_{output}`` over ``{probe}_step``;
+``run``, the index of each run along the leading axis of the final parameters.
+
+Saving and loading them is ``jaxsgd.engine.folder``'s.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any
+
+import jax
+import numpy as np
+import xarray as xr
+
+from jaxsgd.config import SweepConfig
+from jaxsgd.engine.evaluation import eval_slots, evaluation_points, evaluation_steps
+from jaxsgd.hyperparams import GRID_FIELDS
+from jaxsgd.targets import metric_values, steps_to_target, target_direction
+
+PyTree = Any
+
+
+@dataclass
+class SweepResult:
+    """Metrics (labelled) and final parameters ({batch_size: pytree with leading [runs] axis})."""
+
+    config: SweepConfig
+    metrics: xr.Dataset
+    params: dict[int, PyTree] = field(default_factory=dict)
+
+    def run_params(self, batch_size: int, **selection) -> PyTree:
+        """Final parameters of the single run picked by ``selection`` (e.g. learning_rate=0.1)."""
+        run = int(self.metrics["run"].sel(batch_size=batch_size, **selection).item())
+        return jax.tree.map(lambda leaf: leaf[run], self.params[batch_size])
+
+
+def grid_dims(config: SweepConfig) -> list[str]:
+    """Grid fields that are result dimensions: learning_rate, seed, and any swept field."""
+    axes = config.grid.axes()
+    return [n for n in GRID_FIELDS if n in ("learning_rate", "seed") or len(axes[n]) > 1]
+
+
+def to_grid(config: SweepConfig, array: np.ndarray) -> np.ndarray:
+    """[runs, *rest] in grid C order -> [*grid_dims, *rest] (unswept axes squeezed)."""
+    axes = config.grid.axes()
+    full = array.reshape(*(len(v) for v in axes.values()), *array.shape[1:])
+    keep = set(grid_dims(config))
+    squeeze = tuple(i for i, n in enumerate(axes) if n not in keep)
+    return full.squeeze(axis=squeeze) if squeeze else full
+
+
+def group_dataset(
+    config: SweepConfig,
+    batch_size: int,
+    evals: dict[str, np.ndarray],
+    diverged_step: np.ndarray,
+    probe_outputs: dict[str, tuple[int, dict[str, np.ndarray]]] | None = None,
+) -> xr.Dataset:
+    """Labelled results of one batch-size group.
+
+    Args:
+      evals: metric -> [runs, num_eval_slots] (slots = distinct evaluated steps, increasing).
+      diverged_step: [runs] int, −1 if the run never diverged.
+      probe_outputs: probe name -> (every, {output: [runs, points, ...]}).
+    """
+    dims = grid_dims(config)
+    axes = config.grid.axes()
+    edim = config.eval_dim
+    points = evaluation_points(config)
+    steps = evaluation_steps(config, batch_size)
+    _, point_slot = eval_slots(steps, config.num_steps(batch_size))
+    diverged = diverged_step >= 0
+    after = diverged[:, None] & (steps[None, :] >= diverged_step[:, None])
+
+    data_vars: dict[str, Any] = {}
+    curves = {}
+    for name, buf in evals.items():
+        curve = np.where(after, np.nan, np.asarray(buf)[:, point_slot])
+        curves[name] = curve
+        data_vars[name] = ([*dims, edim], to_grid(config, curve))
+    data_vars["diverged"] = (dims, to_grid(config, diverged))
+    data_vars["diverged_step"] = (dims, to_grid(config, diverged_step.astype(np.int32)))
+    data_vars["run"] = (dims, to_grid(config, np.arange(len(diverged_step), dtype=np.int32)))
+    if config.target_metric is not None:
+        metric = metric_values(curves, config.target_metric)
+        s = steps_to_target(metric, steps, config.target_value,
+                            target_direction(config.target_metric), diverged)
+        data_vars["steps_to_target"] = (dims, to_grid(config, s))
+        data_vars["examples_to_target"] = (dims, to_grid(config, s * batch_size))
+
+    coords: dict[str, Any] = {n: list(axes[n]) for n in dims}
+    coords.update({n: axes[n][0] for n in GRID_FIELDS if n not in dims})
+    coords[edim] = points
+    coords["step" if edim == "examples" else "examples"] = (
+        edim, steps * batch_size if edim == "step" else steps)
+    for pname, (every, outputs) in (probe_outputs or {}).items():
+        pdim = f"{pname}_step"
+        for key, values in outputs.items():
+            if key == "step":
+                raise ValueError(f"probe {pname!r}: output name 'step' is reserved for the "
+                                 f"{pdim!r} dimension; rename the output")
+            n = values.shape[1]
+            pstep = np.arange(n) * every
+            mask = diverged[:, None] & (pstep[None, :] >= diverged_step[:, None])
+            mask = mask.reshape(mask.shape + (1,) * (values.ndim - 2))
+            values = np.where(mask, np.nan, values.astype(np.float64))
+            extra = [f"{pname}_{key}_dim{j}" for j in range(values.ndim - 2)]
+            data_vars[f"{pname}_{key}"] = ([*dims, pdim, *extra], to_grid(config, values))
+            coords[pdim] = np.arange(n) * every
+    ds = xr.Dataset(data_vars, coords=coords)
+    return ds.expand_dims(batch_size=[batch_size])
+
+
+def combine(groups: list[xr.Dataset]) -> xr.Dataset:
+    """Concatenate per-group datasets along ``batch_size`` (sorted)."""
+    groups = sorted(groups, key=lambda g: int(g.batch_size[0]))
+    return xr.concat(groups, dim="batch_size", coords="different", compat="equals",
+                     join="outer", data_vars="all")

@@ -1,0 +1,324 @@
+"""One training run as pure functions: ``init``, ``advance`` over a span of steps, ``finish``.
+
+``make_trainer(spec, ...)`` builds, from static configuration, the three pure functions of a
+single run. The sweep engine (``jaxsgd.engine.sweep``) vmaps them over the runs of a batch-size group
+and jits them; each function here can also be called alone on one run, which is how the tests
+compare a run taken out of a sweep with the same run trained on its own.
+
+One optimizer step ``t`` (the scan body, ``train_step``):
+1. minibatch indices from (run key, t)                      — ``jaxsgd.engine.sampling``
+2. if t is an evaluation step: metrics of θ_t on the fixed sets   — ``lax.cond`` (t unbatched)
+3. minibatch loss and gradient at θ_t (with per-example gradient norms, fused, when a probe
+   asks for them and the model's layers allow it — ``jaxsgd.measure.per_example``)
+4. probes due at t measure θ_t on the same minibatch             — ``lax.cond`` each
+5. divergence check on the minibatch loss; a diverged run is frozen from here on
+6. optimizer update θ_{t+1} = θ_t + u_t (optax), unless frozen (diverged, or stopped: with
+   ``stop_metric`` a run freezes at the first evaluation that meets the target)
+
+Evaluations land in fixed-size buffers in the carry (slot = index among evaluated steps), so a
+run's outputs have static shapes and a scan chunk never depends on the chunking.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from functools import partial
+from typing import Any, Callable, NamedTuple
+
+import jax
+import jax.numpy as jnp
+import optax
+
+from jaxsgd.engine.evaluation import EvalData, evaluate
+from jaxsgd.engine.sampling import SamplerState, init_sampler, sample_indices
+from jaxsgd.hyperparams import HParams
+from jaxsgd.measure.per_example import example_norms_method, value_grad_and_example_norms
+from jaxsgd.optimizers import make_optimizer
+from jaxsgd.probes.base import Probe, StepGradients, num_probe_points
+from jaxsgd.targets import metric_values, target_direction, target_reached
+
+PyTree = Any
+
+
+@dataclass(frozen=True)
+class TrainSpec:
+    """Static description of the runs of one batch-size group."""
+
+    batch_size: int
+    num_steps: int
+    num_train: int
+    num_eval_slots: int
+    optimizer: str = "sgd"
+    schedule: str = "constant"
+    decay_boundaries: tuple[float, ...] = (0.5, 0.75)
+    sampling: str = "epoch"
+    divergence_factor: float = 10.0
+    eval_slice: int | None = 1024  # evaluation examples per slice (memory), None: all at once
+    stop_metric: str | None = None  # freeze a run at the first evaluation meeting the target
+    stop_value: float = 0.0
+
+
+class TrainData(NamedTuple):
+    """Device arrays shared by every run (passed unbatched): training set and evaluation sets.
+
+    Examples are addressed by index: ``batch(idx)`` is the minibatch of examples ``idx``. Here an
+    example is a row of ``x`` and ``y``; a data set sampled differently (windows of a long token
+    sequence) provides the same method, and the sampler and the step stay as they are.
+    """
+
+    x: jax.Array  # [N, *input_shape]
+    y: jax.Array  # [N] or [N, K]
+    eval: EvalData
+
+    def batch(self, idx: jax.Array) -> tuple[jax.Array, jax.Array]:
+        """The minibatch ``(x [B, ...], y [B, ...])`` of examples ``idx`` [B]."""
+        return self.x[idx], self.y[idx]
+
+
+class RunState(NamedTuple):
+    """Carry of one run (leading [runs] axis on every leaf when vmapped).
+
+    diverged_step is -1 until the run diverges; stopped turns true at the evaluation where the
+    run met the stopping target (``TrainSpec.stop_metric``); loss_sum/loss_count accumulate
+    minibatch losses since the last evaluation; evals maps metric name -> [num_eval_slots] float32 (NaN until
+    written); probe_outputs[i] maps output name -> [num_probe_points, ...].
+    """
+
+    params: PyTree
+    opt_state: PyTree
+    sampler: SamplerState
+    data_key: jax.Array  # raw key data (jax.random.key_data): every leaf is a plain array
+    probe_key: jax.Array
+    initial_loss: jax.Array
+    diverged: jax.Array
+    diverged_step: jax.Array
+    stopped: jax.Array
+    loss_sum: jax.Array
+    loss_count: jax.Array
+    evals: dict[str, jax.Array]
+    probe_states: tuple
+    probe_outputs: tuple
+
+
+class Trainer(NamedTuple):
+    """Pure functions of one run (``make_trainer``; each is a module-level function of this
+    module with the group's static ``Group`` bound).
+
+    init(hparams, seed, params, data) -> RunState  — ``params``: the run's initial parameters,
+        ``model_init(run_keys(seed)[0])``, made once per sweep and shared by every group
+    advance(state, hparams, data, steps [S] int32, slots [S] int32) -> RunState
+        runs optimizer steps ``steps`` (consecutive), with ``slots[i]`` the evaluation slot of
+        ``steps[i]`` or -1. ``steps``/``slots`` must be unbatched when vmapped.
+    finish(state, hparams, data) -> RunState  — evaluates θ_T into the last slot.
+    """
+
+    init: Callable
+    advance: Callable
+    finish: Callable
+
+
+@dataclass(frozen=True)
+class Group:
+    """The static pieces shared by the runs of one batch-size group: the spec, the model's
+    functions, the loss and metrics of its task, and the probes."""
+
+    spec: TrainSpec
+    model_init: Callable[[jax.Array], PyTree]
+    model_apply: Callable[[PyTree, jax.Array], jax.Array]
+    loss: Callable[[jax.Array, jax.Array], jax.Array]
+    metrics: Callable[[jax.Array, jax.Array], dict[str, jax.Array]]
+    probes: tuple[Probe, ...] = ()
+
+    def loss_fn(self, params: PyTree, batch) -> jax.Array:
+        """Mean loss on a minibatch ``(x, y)``: the ``loss_fn(params, batch)`` of every measure."""
+        x, y = batch
+        return self.loss(self.model_apply(params, x), y)
+
+    @property
+    def wants_norms(self) -> bool:
+        """Whether a probe asks for the step's per-example gradient norms."""
+        return any(p.step_gradients for p in self.probes)
+
+    @property
+    def population(self) -> int | None:
+        """N for the finite-data correction under epoch sampling; None with replacement."""
+        return self.spec.num_train if self.spec.sampling == "epoch" else None
+
+
+def run_keys(seed) -> tuple[jax.Array, jax.Array, jax.Array]:
+    """The keys of the run with this seed: (initialisation, minibatch order, probes).
+
+    This is the whole randomness contract: the same seed gives the same initial parameters
+    and minibatch sequence at every learning rate (common random numbers across the grid).
+    """
+    k_init, k_data, k_probe = jax.random.split(jax.random.key(seed), 3)
+    return k_init, k_data, k_probe
+
+
+def initial_params(model_init: Callable[[jax.Array], PyTree], seed) -> PyTree:
+    """Initial parameters of the run with this seed."""
+    return model_init(run_keys(seed)[0])
+
+
+def _missing(dtype) -> Any:
+    """Fill value of a not-yet-written output: NaN for floats, 0 otherwise."""
+    return jnp.nan if jnp.issubdtype(dtype, jnp.inexact) else 0
+
+
+def make_trainer(
+    spec: TrainSpec,
+    model_init: Callable[[jax.Array], PyTree],
+    model_apply: Callable[[PyTree, jax.Array], jax.Array],
+    loss: Callable[[jax.Array, jax.Array], jax.Array],
+    metrics: Callable[[jax.Array, jax.Array], dict[str, jax.Array]],
+    probes: tuple[Probe, ...] = (),
+) -> Trainer:
+    """The pure per-run functions of one batch-size group (see ``Trainer``)."""
+    group = Group(spec, model_init, model_apply, loss, metrics, tuple(probes))
+    return Trainer(init=partial(init_run, group), advance=partial(advance, group),
+                   finish=partial(finish, group))
+
+
+def optimizer(group: Group, hp: HParams) -> optax.GradientTransformation:
+    """The run's optax optimizer, built from its traced hyperparameters."""
+    spec = group.spec
+    return make_optimizer(spec.optimizer, hp, spec.num_steps, spec.schedule,
+                          spec.decay_boundaries)
+
+
+def minibatch(group: Group, state: RunState, data: TrainData, step):
+    """The sampler's next state and the minibatch of optimizer step ``step``."""
+    spec = group.spec
+    sampler, idx = sample_indices(state.sampler, jax.random.wrap_key_data(state.data_key),
+                                  step, spec.batch_size, spec.num_train, spec.sampling)
+    return sampler, data.batch(idx)
+
+
+def record_eval(group: Group, state: RunState, data: TrainData, slot) -> RunState:
+    """Evaluate θ into evaluation slot ``slot``; with a stopping target, stop a run meeting it."""
+    spec = group.spec
+    values = evaluate(group.model_apply, group.metrics, state.params, data.eval, spec.eval_slice)
+    values["batch_loss"] = state.loss_sum / state.loss_count  # NaN before the first step
+    evals = {k: buf.at[slot].set(values[k]) for k, buf in state.evals.items()}
+    stopped = state.stopped
+    if spec.stop_metric is not None:
+        stopped = stopped | target_reached(metric_values(values, spec.stop_metric),
+                                           spec.stop_value, target_direction(spec.stop_metric))
+    return state._replace(evals=evals, stopped=stopped,
+                          loss_sum=jnp.zeros_like(state.loss_sum),
+                          loss_count=jnp.zeros_like(state.loss_count))
+
+
+def step_gradients(group: Group, params: PyTree, batch) -> StepGradients:
+    """Minibatch loss and gradient; per-example norms too when fused at almost no cost."""
+    loss_fn = group.loss_fn
+    if group.wants_norms and example_norms_method(loss_fn, params, batch) == "layers":
+        loss_value, grads, norms = value_grad_and_example_norms(loss_fn, params, batch, "layers")
+        return StepGradients(loss_value, grads, norms, group.population)
+    loss_value, grads = jax.value_and_grad(loss_fn)(params, batch)
+    return StepGradients(loss_value, grads, None, group.population)
+
+
+def measure(group: Group, probe: Probe, params, opt_state, batch, key, step, pstate, gradients):
+    """One probe's measurement (the step's gradients handed over if it asks for them)."""
+    extra = {"gradients": gradients} if probe.step_gradients else {}
+    return probe.measure(group.loss_fn, params, opt_state, batch, key, step, pstate, **extra)
+
+
+def init_run(group: Group, hp: HParams, seed, params: PyTree, data: TrainData) -> RunState:
+    """The state of a run before its first step: optimizer and probe states, empty buffers."""
+    spec = group.spec
+    _, k_data, k_probe = run_keys(seed)
+    batch = data.batch(jnp.arange(spec.batch_size))
+    grad_shapes = jax.eval_shape(lambda p, b: step_gradients(group, p, b)[:3], params, batch)
+    eval_shapes = jax.eval_shape(
+        lambda p: evaluate(group.model_apply, group.metrics, p, data.eval), params)
+    evals = {k: jnp.full((spec.num_eval_slots,), jnp.nan, jnp.float32)
+             for k in (*eval_shapes, "batch_loss")}
+    opt_state = optimizer(group, hp).init(params)
+    probe_states, probe_outputs = [], []
+    for i, probe in enumerate(group.probes):
+        pstate = probe.init(params, jax.random.fold_in(k_probe, i))
+        shapes = jax.eval_shape(
+            lambda ps, g: measure(group, probe, params, opt_state, batch, k_probe, 0, ps,
+                                  StepGradients(*g, group.population))[1],
+            pstate, grad_shapes)
+        n = num_probe_points(spec.num_steps, probe.every)
+        probe_states.append(pstate)
+        probe_outputs.append({k: jnp.full((n, *s.shape), _missing(s.dtype), s.dtype)
+                              for k, s in shapes.items()})
+    return RunState(
+        params=params, opt_state=opt_state,
+        sampler=init_sampler(spec.num_train, spec.sampling),
+        data_key=jax.random.key_data(k_data), probe_key=jax.random.key_data(k_probe),
+        initial_loss=jnp.float32(jnp.nan), diverged=jnp.bool_(False),
+        diverged_step=jnp.int32(-1), stopped=jnp.bool_(False), loss_sum=jnp.float32(0.0),
+        loss_count=jnp.float32(0.0),
+        evals=evals, probe_states=tuple(probe_states), probe_outputs=tuple(probe_outputs))
+
+
+def run_probes(group: Group, state: RunState, batch, step, gradients: StepGradients) -> RunState:
+    """Every probe due at ``step`` measures θ_t (a ``lax.cond`` branch each: ``step`` is
+    unbatched, so under vmap it is taken only when due)."""
+    states, outputs = list(state.probe_states), list(state.probe_outputs)
+    for i, probe in enumerate(group.probes):
+        def measured(pstate, pout, probe=probe, i=i):
+            run_key = jax.random.wrap_key_data(state.probe_key)
+            key = jax.random.fold_in(jax.random.fold_in(run_key, i), step)
+            pstate, values = measure(group, probe, state.params, state.opt_state, batch, key,
+                                     step, pstate, gradients)
+            slot = step // probe.every
+            return pstate, {k: buf.at[slot].set(values[k]) for k, buf in pout.items()}
+
+        states[i], outputs[i] = jax.lax.cond(
+            step % probe.every == 0, measured, lambda s, o: (s, o), states[i], outputs[i])
+    return state._replace(probe_states=tuple(states), probe_outputs=tuple(outputs))
+
+
+def train_step(group: Group, hp: HParams, data: TrainData, state: RunState, step,
+               slot) -> RunState:
+    """One optimizer step of one run (the scan body; steps 1-6 of the module docstring)."""
+    spec = group.spec
+    sampler, batch = minibatch(group, state, data, step)
+    state = state._replace(sampler=sampler)
+    state = jax.lax.cond(slot >= 0, lambda s: record_eval(group, s, data, slot), lambda s: s,
+                         state)
+    gradients = step_gradients(group, state.params, batch)
+    loss_value, grads = gradients.loss, gradients.grads
+    if group.probes:
+        state = run_probes(group, state, batch, step, gradients)
+    initial = jnp.where(step == 0, loss_value, state.initial_loss)
+    bad = ~jnp.isfinite(loss_value) | (loss_value > spec.divergence_factor * initial)
+    bad = bad & ~state.stopped
+    diverged = state.diverged | bad
+    frozen = diverged | state.stopped
+    updates, opt_state = optimizer(group, hp).update(grads, state.opt_state, state.params)
+    params = optax.apply_updates(state.params, updates)
+    keep = lambda new, old: jnp.where(frozen, old, new)  # freeze a diverged/stopped run
+    live = (~diverged).astype(jnp.float32)
+    return state._replace(
+        params=jax.tree.map(keep, params, state.params),
+        opt_state=jax.tree.map(keep, opt_state, state.opt_state),
+        initial_loss=initial,
+        diverged=diverged,
+        diverged_step=jnp.where(bad & ~state.diverged, step, state.diverged_step),
+        loss_sum=state.loss_sum + jnp.where(diverged, 0.0, loss_value),
+        loss_count=state.loss_count + live,
+    )
+
+
+def advance(group: Group, state: RunState, hp: HParams, data: TrainData, steps,
+            slots) -> RunState:
+    """Optimizer steps ``steps`` [S] (consecutive; ``slots`` [S]: evaluation slot or −1) as one
+    ``lax.scan``."""
+    def body(carry, xs):
+        return train_step(group, hp, data, carry, *xs), None
+
+    state, _ = jax.lax.scan(body, state, (steps, slots))
+    return state
+
+
+def finish(group: Group, state: RunState, hp: HParams, data: TrainData) -> RunState:
+    """Evaluate θ_T into the last evaluation slot."""
+    del hp
+    return record_eval(group, state, data, group.spec.num_eval_slots - 1)

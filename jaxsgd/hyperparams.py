@@ -1,0 +1,106 @@
+"""The sweepable hyperparameters, defined once.
+
+``HYPERPARAMETERS`` is the single definition from which everything else derives: the fields of
+``jaxsgd.Grid`` (and their TOML keys under ``[grid]``, with help text), the traced ``HParams``
+every run receives, their validation, and the order of the result dimensions. Adding a
+hyperparameter is one entry here plus the optimizer or schedule that reads it
+(``jaxsgd.optimizers``).
+
+Every value except ``seed`` is a float32 scalar of one run inside the compiled program, so
+changing it never recompiles; ``seed`` (int32) fixes a run's initialisation, minibatch order
+and probe randomness.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any, Callable, NamedTuple
+
+import numpy as np
+
+_ADAM = ("adam", "adamw")
+
+
+@dataclass(frozen=True)
+class Hyperparameter:
+    """One sweepable value.
+
+    name: grid field, TOML key ``grid.NAME``, ``HParams`` field and result dimension.
+    default: the grid's default values (a tuple; one value: not swept).
+    doc: meaning and range, one line (help text and docstrings).
+    valid: the check of one value; ``requirement`` completes "VALUE is not ..." when it fails.
+    role: what reads it: "optimizer" (passed to the optax family by name), "schedule" (the
+        learning-rate schedule: peak, warm-up, decay) or "seed".
+    used_by: the optimizers (role "optimizer") or schedules (role "schedule") that read it;
+        None: all. Sweeping it with another one is refused: the runs would be identical.
+    """
+
+    name: str
+    default: tuple
+    doc: str
+    valid: Callable[[Any], bool]
+    requirement: str
+    role: str = "optimizer"
+    used_by: tuple[str, ...] | None = None
+
+    @property
+    def integer(self) -> bool:
+        return self.role == "seed"
+
+
+HYPERPARAMETERS: tuple[Hyperparameter, ...] = (
+    Hyperparameter("learning_rate", (0.1,), "peak learning rate (> 0)",
+                   lambda v: v > 0, "positive", role="schedule"),
+    Hyperparameter("momentum", (0.9,),
+                   "momentum ('momentum'/'nesterov') or beta1 ('adam'/'adamw'), in [0, 1)",
+                   lambda v: 0 <= v < 1, "in [0, 1)",
+                   used_by=("momentum", "nesterov", *_ADAM)),
+    Hyperparameter("b2", (0.999,), "Adam's beta2 ('adam'/'adamw'), in [0, 1)",
+                   lambda v: 0 <= v < 1, "in [0, 1)", used_by=_ADAM),
+    Hyperparameter("eps", (1e-8,), "Adam's epsilon ('adam'/'adamw'), > 0",
+                   lambda v: v > 0, "positive", used_by=_ADAM),
+    Hyperparameter("weight_decay", (0.0,),
+                   "L2 coefficient (coupled; decoupled for 'adamw'), >= 0",
+                   lambda v: v >= 0, "non-negative"),
+    Hyperparameter("warmup", (0.0,), "linear warm-up length as a fraction of each run, in [0, 1)",
+                   lambda v: 0 <= v < 1, "a fraction in [0, 1)", role="schedule"),
+    Hyperparameter("decay", (0.1,),
+                   "final fraction ('cosine') or per-boundary factor ('step'), in (0, 1]",
+                   lambda v: 0 < v <= 1, "in (0, 1]", role="schedule", used_by=("cosine", "step")),
+    Hyperparameter("seed", (0,), "integer seeds (initialisation and minibatch order)",
+                   lambda v: isinstance(v, (int, np.integer)) and 0 <= v < 2**31,
+                   "an integer in [0, 2^31)", role="seed"),
+)
+BY_NAME = {h.name: h for h in HYPERPARAMETERS}
+GRID_FIELDS = tuple(h.name for h in HYPERPARAMETERS)  # result-dimension order (seed last)
+TRACED = tuple(h.name for h in HYPERPARAMETERS if not h.integer)
+OPTIMIZER_ARGS = tuple(h.name for h in HYPERPARAMETERS if h.role == "optimizer")
+
+# The traced values of one run: float32 scalars ([runs] when vmapped), fields ``TRACED``.
+HParams = NamedTuple("HParams", [(name, Any) for name in TRACED])
+HParams.__doc__ = ("Traced hyperparameters of one run (float32 scalars; [runs] when vmapped): "
+                   + "; ".join(f"{h.name}: {h.doc}" for h in HYPERPARAMETERS if not h.integer)
+                   + ". Build with ``hparams(...)``.")
+
+
+def hparams(**values: Any) -> HParams:
+    """``HParams`` from keyword values (scalars or arrays), the grid defaults for the others.
+
+    Example: ``hparams(learning_rate=0.1, momentum=0.9)``. Values become float32 arrays.
+    """
+    import jax.numpy as jnp
+
+    unknown = sorted(set(values) - set(TRACED))
+    if unknown:
+        raise TypeError(f"hparams: unknown hyperparameter {unknown[0]!r}; known: "
+                        f"{', '.join(TRACED)}")
+    return HParams(**{n: jnp.asarray(values.get(n, BY_NAME[n].default[0]), jnp.float32)
+                      for n in TRACED})
+
+
+def unused_reason(h: Hyperparameter, optimizer: str, schedule: str) -> str | None:
+    """Why sweeping ``h`` is pointless with this optimizer and schedule, or None if it is used."""
+    chosen = optimizer if h.role == "optimizer" else schedule
+    if h.used_by is None or chosen in h.used_by:
+        return None
+    return f"{h.role} {chosen!r} does not use {h.name}; it is used by {', '.join(h.used_by)}"
