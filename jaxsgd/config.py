@@ -5,8 +5,9 @@ A sweep is two things kept apart (gymnax/evosax style):
 * ``SweepConfig`` — everything static: data, model, optimizer family, schedule family, batch sizes,
   budget, evaluation schedule, target. Changing any of it may recompile.
 * ``Grid`` — the values that vary across runs and enter the compiled program as traced arrays:
-  seed, learning rate, momentum, weight decay, warm-up fraction, decay factor. Changing them
-  never recompiles.
+  one field per sweepable hyperparameter of ``jaxsgd.hyperparams`` (learning rate, momentum,
+  Adam's b2 and eps, weight decay, warm-up fraction, decay factor, seed). Changing them never
+  recompiles.
 
 Both are frozen dataclasses, built in Python or from a TOML-shaped dict (``from_dict``), and
 checked by ``validate`` before anything is compiled. Every error is a ``ConfigError`` whose
@@ -30,6 +31,8 @@ OPTIMIZERS = ("sgd", "momentum", "nesterov", "adam", "adamw")
 SCHEDULES = ("constant", "cosine", "step")
 SAMPLINGS = ("epoch", "replacement")
 BUDGET_UNITS = ("examples", "steps")
+
+
 class ConfigError(ValueError):
     """An invalid sweep configuration; the message names the field and the bad value."""
 

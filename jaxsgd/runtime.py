@@ -28,6 +28,8 @@ from __future__ import annotations
 import os
 import warnings
 
+from jaxsgd._util import check_int
+
 CPU_DEVICES_PER_CORE = 4
 
 
@@ -41,8 +43,8 @@ def usable_cores() -> int:
 
 def cache_folder() -> str:
     """jaxsgd's cache root: ``$JAXSGD_CACHE`` or ``~/.cache/jaxsgd`` (data sets, compiled code)."""
-    return os.environ.get("JAXSGD_CACHE") or os.path.join(os.path.expanduser("~"), ".cache",
-                                                          "jaxsgd")
+    return os.path.expanduser(os.environ.get("JAXSGD_CACHE")
+                              or os.path.join("~", ".cache", "jaxsgd"))
 
 
 def use_cpu_devices(count: int | None = None, *, compilation_cache: bool = True) -> int:
@@ -76,8 +78,8 @@ def use_cpu_devices(count: int | None = None, *, compilation_cache: bool = True)
             count = 0
         if count < 1:
             raise ValueError(f"JAXSGD_CPU_DEVICES: {override!r} is not a positive integer")
-    if count is not None and (isinstance(count, bool) or not isinstance(count, int) or count < 1):
-        raise ValueError(f"count: {count!r} is not a positive integer")
+    if count is not None:
+        check_int("count", count, unit="CPU devices")
     user_choice = _user_device_count(jax)
     if count is None and user_choice is not None:
         return user_choice

@@ -156,7 +156,7 @@ def test_bad_input_is_named():
     w = jnp.zeros((2, 1))
     with pytest.raises(ValueError, match="slice_size: 4 must divide the batch size 6"):
         gradient_noise_scale(linear_loss, w, (x, y), slice_size=4)
-    with pytest.raises(ValueError, match="different leading"):
+    with pytest.raises(ValueError, match="one shared leading example axis"):
         gradient_noise_scale(linear_loss, w, (x, y[:5]))
     with pytest.raises(ValueError, match="batch: 1 example"):
         gradient_noise_scale(linear_loss, w, (x[:1], y[:1]), unbiased=True)

@@ -277,18 +277,18 @@ def test_vmap_over_runs_equals_measuring_each_run_alone(trained_mlp):
 
 @pytest.mark.parametrize("call, message", [
     (lambda f, p, b, k: epsilon_sharpness(f, p, b, k, epsilon=0.0), "epsilon must be > 0"),
-    (lambda f, p, b, k: epsilon_sharpness(f, p, b, k, num_steps=0), "num_steps must be"),
+    (lambda f, p, b, k: epsilon_sharpness(f, p, b, k, num_steps=0), "num_steps: 0 is not"),
     (lambda f, p, b, k: epsilon_sharpness(f, p, b, k, step_size=-1.0), "step_size must be"),
     (lambda f, p, b, k: epsilon_sharpness_lbfgsb(f, p, b, k, epsilon=-1e-3), "epsilon"),
     (lambda f, p, b, k: epsilon_sharpness_lbfgsb(f, p, b, k, max_iter=0), "max_iter"),
     (lambda f, p, b, k: sam_sharpness(f, p, b, rho=float("nan")), "rho must be > 0"),
-    (lambda f, p, b, k: sam_sharpness(f, p, b, num_steps=2.5), "num_steps must be"),
+    (lambda f, p, b, k: sam_sharpness(f, p, b, num_steps=2.5), "num_steps: 2.5 is not"),
     (lambda f, p, b, k: sam_sharpness(f, p, b, m=5), "m must divide the batch size 64"),
-    (lambda f, p, b, k: adaptive_sharpness(f, p, b, m=0), "m must be an integer >= 1"),
+    (lambda f, p, b, k: adaptive_sharpness(f, p, b, m=0), "m: 0 is not an integer >= 1"),
     (lambda f, p, b, k: adaptive_sharpness(f, p, b, norm="l1"), "norm must be one of"),
     (lambda f, p, b, k: adaptive_sharpness(f, p, b, eta=-0.1), "eta must be >= 0"),
     (lambda f, p, b, k: average_sharpness(f, p, b, k, sigma=0), "sigma must be > 0"),
-    (lambda f, p, b, k: average_sharpness(f, p, b, k, num_samples=1), "num_samples must be"),
+    (lambda f, p, b, k: average_sharpness(f, p, b, k, num_samples=1), "num_samples: 1 is not an integer >= 2"),
 ])
 def test_bad_input_raises_a_value_error_naming_it(call, message):
     x = jnp.zeros((64, 8))

@@ -61,6 +61,7 @@ import xarray as xr
 from matplotlib.figure import Figure
 from scipy.optimize import least_squares
 
+from jaxsgd._util import check_int
 from jaxsgd.analysis.best import (check_seed_rule, choose, combine_seeds, final_metric,
                                   final_metric_name)
 from jaxsgd.engine.results import SweepResult
@@ -282,9 +283,7 @@ def critical_batch_size(
       cbs = critical_batch_size(result, 0.1, metric="test_error")
       cbs.b_crit, cbs.b_crit_interval, cbs.table.to_dataframe()
     """
-    if (isinstance(num_bootstrap, bool) or not isinstance(num_bootstrap, (int, np.integer))
-            or num_bootstrap < 0):
-        raise ValueError(f"num_bootstrap: {num_bootstrap!r} is not a non-negative integer")
+    check_int("num_bootstrap", num_bootstrap, 0)
     if not 0 < confidence < 1:
         raise ValueError(f"confidence: {confidence!r} is not in (0, 1)")
     if not threshold > 1:

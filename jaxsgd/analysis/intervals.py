@@ -36,6 +36,7 @@ import numpy as np
 import xarray as xr
 from scipy import stats
 
+from jaxsgd._util import check_int
 from jaxsgd.measure.per_example import example_gradient_gram
 
 PyTree = Any
@@ -60,8 +61,7 @@ class NoiseScaleInterval(NamedTuple):
 def _check(confidence: float, num_resamples: int) -> None:
     if not 0.0 < confidence < 1.0:
         raise ValueError(f"confidence: {confidence!r} must be in (0, 1)")
-    if isinstance(num_resamples, bool) or not isinstance(num_resamples, int) or num_resamples < 10:
-        raise ValueError(f"num_resamples: {num_resamples!r} must be an integer >= 10")
+    check_int("num_resamples", num_resamples, 10)
 
 
 def _basic(estimate, replicates, truth, confidence):
@@ -146,8 +146,7 @@ def ratio_interval(
     if num.ndim != 1 or num.shape != den.shape:
         raise ValueError(f"numerators {num.shape} and denominators {den.shape} must both be [T]")
     t = num.shape[0]
-    if isinstance(block, bool) or not isinstance(block, int) or not 1 <= block <= t:
-        raise ValueError(f"block: {block!r} must be an integer in [1, {t}]")
+    check_int("block", block, 1, t, "measurements")
     num_blocks = -(-t // block)
     starts = jax.random.randint(key, (num_resamples, num_blocks), 0, t - block + 1)
     idx = (starts[..., None] + jnp.arange(block)).reshape(num_resamples, -1)[:, :t]

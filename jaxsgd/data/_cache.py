@@ -14,20 +14,21 @@ from __future__ import annotations
 import hashlib
 import json
 import os
-import tempfile
 import zipfile
 from typing import Any, Callable
 
 import numpy as np
 
+from jaxsgd._util import atomic_write, write_npz
+from jaxsgd.runtime import cache_folder
 from jaxsgd.data._dataset import Dataset, check_dataset
 
 PathLike = str | os.PathLike
 
 
 def default_cache_dir() -> str:
-  """`$JAXSGD_CACHE` if set, else `~/.cache/jaxsgd` (read at call time, not import time)."""
-  return os.path.expanduser(os.environ.get("JAXSGD_CACHE") or os.path.join("~", ".cache", "jaxsgd"))
+  """`$JAXSGD_CACHE`, else `~/.cache/jaxsgd` (`jaxsgd.runtime.cache_folder`)."""
+  return cache_folder()
 
 
 def cache_path(generator: str, arguments: dict[str, Any], cache_dir: PathLike | None) -> str:
@@ -82,24 +83,13 @@ def _read(path: str, expected_json: str) -> Dataset | None:
 
 
 def _write_atomically(path: str, dataset: Dataset, arguments_json: str) -> None:
-  folder = os.path.dirname(path)
-  os.makedirs(folder, exist_ok=True)
-  fd, temporary = tempfile.mkstemp(dir=folder, prefix=".tmp-", suffix=".npz")
-  try:
-    with os.fdopen(fd, "wb") as f:
-      np.savez(
-          f,
-          x_train=dataset.x_train,
-          y_train=dataset.y_train,
-          x_test=dataset.x_test,
-          y_test=dataset.y_test,
-          num_classes=np.int64(dataset.num_classes),
-          name=np.str_(dataset.name),
-          arguments=np.str_(arguments_json),
-      )
-    os.chmod(temporary, 0o644)  # mkstemp makes it owner-only; a cache may be shared
-    os.replace(temporary, path)
-  except BaseException:
-    if os.path.exists(temporary):
-      os.remove(temporary)
-    raise
+  atomic_write(path, lambda tmp: write_npz(
+      tmp,
+      x_train=dataset.x_train,
+      y_train=dataset.y_train,
+      x_test=dataset.x_test,
+      y_test=dataset.y_test,
+      num_classes=np.int64(dataset.num_classes),
+      name=np.str_(dataset.name),
+      arguments=np.str_(arguments_json),
+  ))

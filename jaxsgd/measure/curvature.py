@@ -59,7 +59,6 @@ Example (the top 3 eigenvalues of every run of a sweep, [runs, 3]):
 from __future__ import annotations
 
 import math
-import operator
 from typing import Any, Callable, NamedTuple
 
 import jax
@@ -68,25 +67,14 @@ import numpy as np
 from jax.flatten_util import ravel_pytree
 from matfree import decomp
 
+from jaxsgd._util import batch_size as _batch_size
+from jaxsgd._util import check_int
+
 PyTree = Any
 LossFn = Callable[[PyTree, PyTree], jax.Array]
 
 
 # ---------------------------------------------------------------- validation and products
-
-
-def _check_int(name: str, value, minimum: int, maximum: int | None = None, why: str = "") -> int:
-    try:
-        if isinstance(value, bool):
-            raise TypeError
-        value = operator.index(value)
-    except TypeError:
-        raise ValueError(f"{name} must be an integer, got {value!r}") from None
-    if value < minimum:
-        raise ValueError(f"{name} must be >= {minimum}, got {value}")
-    if maximum is not None and value > maximum:
-        raise ValueError(f"{name} must be <= {maximum}{why}, got {value}")
-    return value
 
 
 def _num_parameters(params: PyTree) -> int:
@@ -96,18 +84,10 @@ def _num_parameters(params: PyTree) -> int:
     return sum(math.prod(np.shape(leaf)) for leaf in leaves)
 
 
-def _batch_size(batch: PyTree) -> int:
-    sizes = {np.shape(leaf)[0] if np.ndim(leaf) else None for leaf in jax.tree.leaves(batch)}
-    if len(sizes) != 1 or None in sizes:
-        raise ValueError(f"batch: leaves need one shared leading example axis, got sizes "
-                         f"{sorted(sizes, key=str)}")
-    return sizes.pop()
-
-
 def _check_slice_size(slice_size, batch) -> None:
     if slice_size is not None:
         _batch_size(batch)
-        _check_int("slice_size", slice_size, 1)
+        check_int("slice_size", slice_size, 1)
 
 
 def _plain_hvp(loss_fn, params, batch, v):
@@ -214,14 +194,14 @@ def _check_eigen_args(d, k, num_iterations, method, which, tol):
     if which == "smallest" and method != "lanczos":
         raise ValueError(f"which='smallest' needs method='lanczos' (power iteration finds the "
                          f"largest |λ|), got method={method!r}")
-    k = _check_int("k", k, 1, d, " (the number of parameters)")
+    k = check_int("k", k, 1, d, "the number of parameters")
     if num_iterations is None:
         num_iterations = min(d, max(64, 3 * k)) if method == "lanczos" else 100
     if method == "lanczos":
-        num_iterations = _check_int("num_iterations", num_iterations, k, d,
-                                    " (the number of parameters)")
+        num_iterations = check_int("num_iterations", num_iterations, k, d,
+                                   "the number of parameters")
     else:
-        num_iterations = _check_int("num_iterations", num_iterations, 1)
+        num_iterations = check_int("num_iterations", num_iterations, 1)
     _check_positive("tol", tol)
     return k, num_iterations
 
@@ -375,7 +355,7 @@ def block_top_hessian_eigenvalues(loss_fn: LossFn, params: PyTree, batch: PyTree
     for name, node, _ in blocks:
         size = _num_parameters(node)
         if k > size:
-            raise ValueError(f"k must be <= {size} (the size of block {name!r}), got {k}")
+            check_int("k", k, 1, size, f"the size of block {name!r}")
     _check_slice_size(slice_size, batch)
     leaves, treedef = jax.tree.flatten(params)
     results = {}
@@ -432,7 +412,7 @@ def hessian_trace(loss_fn: LossFn, params: PyTree, batch: PyTree, key: jax.Array
     Arguments as in ``hvp``; ``key`` draws the probes.
     """
     _num_parameters(params)
-    num_probes = _check_int("num_probes", num_probes, 1)
+    num_probes = check_int("num_probes", num_probes, 1)
     _check_slice_size(slice_size, batch)
     h = hessian_matvec(loss_fn, params, batch, slice_size=slice_size)
 
@@ -501,10 +481,10 @@ def hessian_spectrum(loss_fn: LossFn, params: PyTree, batch: PyTree, key: jax.Ar
     [m, d] Lanczos basis); O(G·P·m) for the density.
     """
     d = _num_parameters(params)
-    num_steps = _check_int("num_steps", num_steps, 1, d, " (the number of parameters)")
-    num_probes = _check_int("num_probes", num_probes, 1)
+    num_steps = check_int("num_steps", num_steps, 1, d, "the number of parameters")
+    num_probes = check_int("num_probes", num_probes, 1)
     if isinstance(grid, (int, np.integer)) and not isinstance(grid, bool):
-        _check_int("grid", grid, 2)
+        check_int("grid", grid, 2)
     elif np.ndim(grid) != 1 or np.shape(grid)[0] < 2:
         raise ValueError(f"grid must be an int >= 2 or a 1-D array of >= 2 points, got "
                          f"{grid!r}")

@@ -59,6 +59,7 @@ from jax.flatten_util import ravel_pytree
 from matplotlib.axes import Axes
 from matplotlib.figure import Figure
 
+from jaxsgd._util import check_int
 from jaxsgd.style import COLUMN_WIDTH, plain_log_labels, save_figure, use_style
 
 PyTree = Any
@@ -104,10 +105,8 @@ def _grid(values, name: str) -> jax.Array:
 
 
 def _check_chunk_size(chunk_size: int | None) -> None:
-    if chunk_size is not None and (isinstance(chunk_size, bool) or not isinstance(chunk_size, int)
-                                   or chunk_size < 1):
-        raise ValueError(f"chunk_size must be None or a positive integer (grid points), "
-                         f"got {chunk_size!r}")
+    if chunk_size is not None:
+        check_int("chunk_size", chunk_size, unit="grid points, or None")
 
 
 def _check_params(params: PyTree, name: str) -> None:

@@ -30,6 +30,8 @@ from typing import Any, Callable, NamedTuple
 import jax
 import jax.numpy as jnp
 
+from jaxsgd._util import batch_size as _batch_size
+
 PyTree = Any
 
 
@@ -47,13 +49,6 @@ class NoiseScale(NamedTuple):
     trace_cov: jax.Array
     b_simple: jax.Array
     per_leaf: "NoiseScale | None" = None
-
-
-def _batch_size(batch: PyTree) -> int:
-    sizes = {leaf.shape[0] for leaf in jax.tree.leaves(batch)}
-    if len(sizes) != 1:
-        raise ValueError(f"batch: leaves have different leading (example) sizes {sorted(sizes)}")
-    return sizes.pop()
 
 
 def per_example_gradient_moments(

@@ -40,6 +40,9 @@ import flax.linen as nn
 import jax
 import jax.numpy as jnp
 
+from jaxsgd._util import batch_size as _batch_size
+from jaxsgd._util import key_name, leaf_paths
+
 PyTree = Any
 METHODS = ("auto", "layers", "vmap")
 
@@ -54,13 +57,6 @@ class _Call(NamedTuple):
 
 class UnsupportedModel(ValueError):
     """The layer-wise path cannot handle this loss_fn (reason in the message)."""
-
-
-def _batch_size(batch: PyTree) -> int:
-    sizes = {leaf.shape[0] for leaf in jax.tree.leaves(batch)}
-    if len(sizes) != 1:
-        raise ValueError(f"batch: leaves have different leading (example) sizes {sorted(sizes)}")
-    return sizes.pop()
 
 
 def _kind(module: nn.Module, method_name: str) -> str | None:
@@ -97,11 +93,6 @@ def _tapped_loss(loss_fn, params, batch, perturbations):
     return loss, taps
 
 
-def _leaf_paths(params: PyTree) -> list[tuple[str, ...]]:
-    paths, _ = jax.tree_util.tree_flatten_with_path(params)
-    return [tuple(getattr(k, "key", getattr(k, "name", str(k))) for k in path) for path, _ in paths]
-
-
 def _check_layers(params, calls: list[_Call]) -> None:
     """UnsupportedModel unless every leaf is the kernel/bias of exactly one intercepted call."""
     seen = [c.path for c in calls]
@@ -115,7 +106,7 @@ def _check_layers(params, calls: list[_Call]) -> None:
             raise UnsupportedModel(f"conv layer {'/'.join(call.path)}: feature groups or padding "
                                    f"{call.module.padding!r} are not supported")
     covered = {(*c.path, name) for c in calls for name in ("kernel", "bias")}
-    missing = [p for p in _leaf_paths(params) if p not in covered]
+    missing = [p for p in leaf_paths(params) if p not in covered]
     if missing:
         raise UnsupportedModel("parameters outside any flax Dense/Conv layer: "
                                + ", ".join("/".join(map(str, p)) for p in missing))
@@ -200,7 +191,7 @@ def _layer_inputs(call: _Call, x):
 
 def _by_leaf(params, per_layer: dict):
     def leaf(path, _):
-        keys = tuple(getattr(k, "key", getattr(k, "name", str(k))) for k in path)
+        keys = tuple(key_name(k) for k in path)
         return per_layer[keys[:-1]][keys[-1]]
 
     return jax.tree_util.tree_map_with_path(leaf, params)

@@ -79,6 +79,9 @@ import jax.numpy as jnp
 import numpy as np
 from jax.flatten_util import ravel_pytree
 
+from jaxsgd._util import batch_size as _batch_size
+from jaxsgd._util import check_int
+
 PyTree = Any
 LossFn = Callable[[PyTree, PyTree], jax.Array]
 NORMS = ("l2", "linf")
@@ -147,11 +150,6 @@ def _check_nonnegative(name: str, value) -> None:
         raise ValueError(f"{name} must be >= 0, got {value!r}")
 
 
-def _check_count(name: str, value, minimum: int = 1) -> None:
-    if isinstance(value, bool) or not isinstance(value, (int, np.integer)) or value < minimum:
-        raise ValueError(f"{name} must be an integer >= {minimum}, got {value!r}")
-
-
 def _check_start(start) -> None:
     if not 0 < start <= 1:
         raise ValueError(f"start must be in (0, 1] (a fraction of the radius), got {start!r}")
@@ -162,17 +160,10 @@ def _check_norm(norm: str) -> None:
         raise ValueError(f"norm must be one of {NORMS}, got {norm!r}")
 
 
-def _batch_size(batch: PyTree) -> int:
-    sizes = {leaf.shape[0] for leaf in jax.tree.leaves(batch)}
-    if len(sizes) != 1:
-        raise ValueError(f"batch: leaves have different leading (example) sizes {sorted(sizes)}")
-    return sizes.pop()
-
-
 def _check_m(m, batch: PyTree) -> int | None:
     if m is None:
         return None
-    _check_count("m", m)
+    check_int("m", m)
     n = _batch_size(batch)
     if n % m:
         raise ValueError(f"m must divide the batch size {n}, got m={m}")
@@ -286,7 +277,7 @@ def epsilon_sharpness(loss_fn: LossFn, params: PyTree, batch: PyTree, key: jax.A
       ``EpsilonSharpness``: φ in percent, max_loss, loss, num_steps.
     """
     _check_positive("epsilon", epsilon)
-    _check_count("num_steps", num_steps)
+    check_int("num_steps", num_steps)
     _check_positive("step_size", step_size)
     _check_start(start)
     best, loss = _worst_case(loss_fn, params, batch, key, radius=epsilon, scale_kind="keskar",
@@ -320,7 +311,7 @@ def epsilon_sharpness_lbfgsb(loss_fn: LossFn, params: PyTree, batch: PyTree,
     from scipy.optimize import minimize
 
     _check_positive("epsilon", epsilon)
-    _check_count("max_iter", max_iter)
+    check_int("max_iter", max_iter)
     _check_positive("tol", tol)
     _check_start(start)
     with jax.enable_x64(True):
@@ -376,7 +367,7 @@ def sam_sharpness(loss_fn: LossFn, params: PyTree, batch: PyTree, *, rho=0.05,
         the batch size); None: the whole batch.
     """
     _check_positive("rho", rho)
-    _check_count("num_steps", num_steps)
+    check_int("num_steps", num_steps)
     _check_positive("step_size", step_size)
     _check_start(start)
     m = _check_m(m, batch)
@@ -403,7 +394,7 @@ def adaptive_sharpness(loss_fn: LossFn, params: PyTree, batch: PyTree, *, rho=0.
     _check_positive("rho", rho)
     _check_norm(norm)
     _check_nonnegative("eta", eta)
-    _check_count("num_steps", num_steps)
+    check_int("num_steps", num_steps)
     _check_positive("step_size", step_size)
     _check_start(start)
     m = _check_m(m, batch)
@@ -430,7 +421,7 @@ def average_sharpness(loss_fn: LossFn, params: PyTree, batch: PyTree, key: jax.A
       ``AverageSharpness``: the mean, its standard error, mean perturbed loss, L(θ), draws.
     """
     _check_positive("sigma", sigma)
-    _check_count("num_samples", num_samples, 2)
+    check_int("num_samples", num_samples, 2)
     _check_nonnegative("eta", eta)
     flat, _, objective = _scaled_objective(loss_fn, params,
                                                "adaptive" if adaptive else "one", eta)

@@ -63,7 +63,7 @@ import jax.numpy as jnp
 import numpy as np
 from jax.flatten_util import ravel_pytree
 
-from jaxsgd._util import array_digest
+from jaxsgd._util import array_digest, check_int
 from jaxsgd.measure.curvature import hessian_matvec
 from jaxsgd.probes.base import Probe
 
@@ -172,12 +172,6 @@ def lanczos_top_eigenpair(matvec: Callable[[jax.Array], jax.Array], start: jax.A
     return TopEigenpair(values[-1], y, jnp.abs(betas[-1] * s[-1]), step)
 
 
-def _positive_int(name: str, value, minimum: int, what: str) -> int:
-    if isinstance(value, bool) or not isinstance(value, (int, np.integer)) or value < minimum:
-        raise ValueError(f"{name}: {value!r} must be an integer >= {minimum} ({what})")
-    return int(value)
-
-
 def _check_data(data) -> tuple[Any, str] | None:
     """The fixed batch as numpy leaves (same pytree) and its digest, or None."""
     if data is None:
@@ -246,10 +240,10 @@ def lambda_max_probe(every: int = 16, num_iterations: int = 2, data: PyTree | No
     """
     if not isinstance(name, str) or not name:
         raise ValueError(f"name: {name!r} must be a non-empty string")
-    every = _positive_int("every", every, 1, "optimizer steps")
-    num_iterations = _positive_int("num_iterations", num_iterations, 1, "Lanczos steps")
-    reference_iterations = _positive_int("reference_iterations", reference_iterations, 0,
-                                         "Lanczos steps; 0: none")
+    every = check_int("every", every, 1, unit="optimizer steps")
+    num_iterations = check_int("num_iterations", num_iterations, 1, unit="Lanczos steps")
+    reference_iterations = check_int("reference_iterations", reference_iterations, 0,
+                                     unit="Lanczos steps; 0: none")
     checked = _check_data(data)
     fixed, digest = checked if checked is not None else (None, None)
 

@@ -32,20 +32,17 @@ import jax
 import jax.numpy as jnp
 import optax
 
+from jaxsgd._util import batch_size as _batch_size
+from jaxsgd._util import check_int
 from jaxsgd.measure.noise import hessian_noise_scale, noise_scale_ema, two_batch_noise_scale
 from jaxsgd.measure.per_example import value_grad_and_example_norms
 from jaxsgd.probes.base import Probe, StepGradients
 
 
 def _check(every: int, decay: float) -> None:
-    if isinstance(every, bool) or not isinstance(every, int) or every < 1:
-        raise ValueError(f"every: {every!r} must be a positive integer (optimizer steps)")
+    check_int("every", every, unit="optimizer steps")
     if not 0.0 <= decay < 1.0:
         raise ValueError(f"decay: {decay!r} must be in [0, 1)")
-
-
-def _batch_size(batch) -> int:
-    return jax.tree.leaves(batch)[0].shape[0]
 
 
 def noise_scale_probe(every: int = 1, decay: float = 0.95, microbatches: int | None = None,

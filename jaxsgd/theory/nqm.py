@@ -48,6 +48,7 @@ import jax.numpy as jnp
 import numpy as np
 import optax
 
+from jaxsgd._util import check_int
 from jaxsgd.analysis.critical import examples_crossing
 
 
@@ -71,17 +72,11 @@ def _vector(name: str, values, size: int | None = None, *, positive: bool) -> np
     return a if size is None else np.broadcast_to(a, (size,)).copy()
 
 
-def _check_int(name: str, value, low: int) -> int:
-    if isinstance(value, bool) or not isinstance(value, (int, np.integer)) or value < low:
-        raise ValueError(f"{name}: {value!r} is not an integer ≥ {low}")
-    return int(value)
-
-
 def make_nqm(dim: int = 10_000, *, h=None, c=None, s0=1.0) -> NQM:
     """The NQM with h_i = 1/i (i = 1..dim), c = h and s0 = 1, or the given h (positive; sets K),
     c and s0 (non-negative; [K] arrays or scalars)."""
     if h is None:
-        h = 1.0 / np.arange(1, _check_int("dim", dim, 1) + 1, dtype=np.float64)
+        h = 1.0 / np.arange(1, check_int("dim", dim, 1) + 1, dtype=np.float64)
     h = _vector("h", h, positive=True)
     c = h.copy() if c is None else _vector("c", c, h.size, positive=False)
     return NQM(h, c, _vector("s0", s0, h.size, positive=False))
@@ -283,7 +278,7 @@ def nqm_first_crossing(nqm: NQM, target: float, learning_rate, batch_size, *, mo
     """
     if not (np.isfinite(target) and target > 0):
         raise ValueError(f"target: {target!r} is not a positive finite number")
-    max_steps, exact_steps = _check_int("max_steps", max_steps, 1), _check_int(
+    max_steps, exact_steps = check_int("max_steps", max_steps, 1), check_int(
         "exact_steps", exact_steps, 0)
     configs, shape, layout = _configs(learning_rate, batch_size, momentum, averaging, precondition)
     levels = (max_steps - 1).bit_length() + 1  # the grid t = 2^j reaches max_steps
@@ -333,8 +328,8 @@ def nqm_steps_to_target(nqm: NQM, batch_sizes: Sequence[float], target: float = 
             raise ValueError(f"{name}: {value!r} is not a value or list of values in [0, 1)")
     if not (np.isfinite(learning_rate_decades) and learning_rate_decades > 0):
         raise ValueError(f"learning_rate_decades: {learning_rate_decades!r} is not positive")
-    per_decade = _check_int("learning_rates_per_decade", learning_rates_per_decade, 1)
-    refine, refine_points = _check_int("refine", refine, 0), _check_int(
+    per_decade = check_int("learning_rates_per_decade", learning_rates_per_decade, 1)
+    refine, refine_points = check_int("refine", refine, 0), check_int(
         "refine_points", refine_points, 1)
     # One line per (batch size, β, γ), each with its own learning-rate search: [lines, 1].
     lines = [a.reshape(-1, 1) for a in np.meshgrid(b, np.atleast_1d(momentum),
@@ -460,7 +455,7 @@ def nqm_monte_carlo(nqm: NQM, steps, learning_rate, batch_size, key: jax.Array, 
     """
     t = _check_steps(steps)
     configs, shape, _ = _configs(learning_rate, batch_size, momentum, averaging, precondition)
-    num_runs = _check_int("num_runs", num_runs, 2)
+    num_runs = check_int("num_runs", num_runs, 2)
     dtype = jnp.zeros(()).dtype  # float32, or float64 under x64
     model = NQM(*(jnp.asarray(a, dtype) for a in nqm))
     mean, stderr = _simulate(model, jnp.asarray(configs, dtype), key, int(t.max()), num_runs)
