@@ -98,6 +98,12 @@ def hparams(**values: Any) -> HParams:
                       for n in TRACED})
 
 
+def used_optimizer_args(optimizer: str) -> tuple[str, ...]:
+    """The optimizer-role hyperparameters that ``optimizer`` reads (passed to it by name)."""
+    return tuple(h.name for h in HYPERPARAMETERS
+                 if h.role == "optimizer" and (h.used_by is None or optimizer in h.used_by))
+
+
 def unused_reason(h: Hyperparameter, optimizer: str, schedule: str) -> str | None:
     """Why sweeping ``h`` is pointless with this optimizer and schedule, or None if it is used."""
     chosen = optimizer if h.role == "optimizer" else schedule

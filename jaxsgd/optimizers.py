@@ -3,7 +3,8 @@
 The optimizer of a run is built *inside* the traced training function from the run's
 ``HParams`` (scalars, vmapped over runs), so a new learning rate, momentum or schedule
 parameter changes array values, never the compiled program. ``optax.inject_hyperparams``
-keeps the current learning rate and momentum in the optimizer state, where probes can read them
+keeps the current learning rate and the values the family reads (momentum; Adam's b2, eps;
+weight decay: ``jaxsgd.hyperparams``) in the optimizer state, where probes can read them
 (``opt_state.hyperparams["learning_rate"]``).
 
 Schedules are multipliers of the peak learning rate, functions of the optimizer step count:
@@ -21,7 +22,8 @@ from typing import Sequence
 import jax.numpy as jnp
 import optax
 
-from jaxsgd.hyperparams import OPTIMIZER_ARGS, HParams, hparams  # noqa: F401 (doctest)
+from jaxsgd.hyperparams import (BY_NAME, OPTIMIZER_ARGS, HParams, hparams,  # noqa: F401
+                                used_optimizer_args)
 
 
 def learning_rate_multiplier(
@@ -89,13 +91,16 @@ def make_optimizer(
                                         hparams.decay, boundaries)
         return hparams.learning_rate * mult
 
+    # Inject (trace) exactly the values this family reads; the others are not in its state.
+    names = used_optimizer_args(optimizer)
+
     def factory(learning_rate, **values):
-        return _family(optimizer, learning_rate, **values)
+        unused = {n: BY_NAME[n].default[0] for n in OPTIMIZER_ARGS if n not in values}
+        return _family(optimizer, learning_rate, **values, **unused)
 
     # inject_hyperparams reads the factory's signature: name every injected value in it.
     factory.__signature__ = inspect.Signature(
         [inspect.Parameter(n, inspect.Parameter.POSITIONAL_OR_KEYWORD)
-         for n in ("learning_rate", *OPTIMIZER_ARGS)])
-
+         for n in ("learning_rate", *names)])
     return optax.inject_hyperparams(factory)(
-        learning_rate=lr, **{name: getattr(hparams, name) for name in OPTIMIZER_ARGS})
+        learning_rate=lr, **{name: getattr(hparams, name) for name in names})

@@ -1,5 +1,6 @@
 """Probes inside the scan, steps-to-target, and results folders (save, load, interruption)."""
 
+import json
 from functools import partial
 
 import jax
@@ -145,6 +146,39 @@ def test_existing_results_folder_is_never_silently_overwritten(mnist1d_small, tm
     assert (other / "notes.txt").read_text() == "precious"
     run_sweep(config(batch_sizes=(16,), budget=10), out, data=mnist1d_small, overwrite=True)
     assert load_sweep(out).config.budget == 10
+
+
+def test_a_folder_of_another_format_is_refused_with_what_to_do(mnist1d_small, tmp_path):
+    out = tmp_path / "r"
+    run_sweep(config(batch_sizes=(16,)), out, data=mnist1d_small)
+    stored = json.loads((out / "sweep.json").read_text())
+    (out / "sweep.json").write_text(json.dumps(dict(stored, format=1)))
+    with pytest.raises(jaxsgd.CheckpointError, match="folder format 1.*run the sweep again"):
+        load_sweep(out)
+    with pytest.raises(FileExistsError, match="folder format 1.*overwrite=True"):
+        run_sweep(config(batch_sizes=(16,)), out, data=mnist1d_small)
+    run_sweep(config(batch_sizes=(16,)), out, data=mnist1d_small, overwrite=True)
+    assert load_sweep(out).metrics.attrs["complete"] == 1
+
+
+def test_one_pytree_format_for_parameters_and_checkpoints(tmp_path):
+    from jaxsgd.engine.folder import CheckpointError, load_tree, save_tree
+
+    tree = {"params": {"Dense_0": {"kernel": np.ones((2, 3), np.float32)}},
+            "layers": [np.arange(3), {"b": np.zeros(2, np.int32)}]}
+    save_tree(tmp_path / "t.npz", tree, {"batch_size": 16})
+    rebuilt, header = load_tree(tmp_path / "t.npz")  # without a template: rebuilt from paths
+    assert header["batch_size"] == 16
+    assert jax.tree.structure(rebuilt) == jax.tree.structure(tree)
+    for a, b in zip(jax.tree.leaves(rebuilt), jax.tree.leaves(tree)):
+        np.testing.assert_array_equal(a, b)
+        assert a.dtype == b.dtype
+    templated, _ = load_tree(tmp_path / "t.npz", template=tree, expected={"batch_size": 16})
+    assert jax.tree.structure(templated) == jax.tree.structure(tree)
+    with pytest.raises(CheckpointError, match="batch_size is 64 here but 16"):
+        load_tree(tmp_path / "t.npz", template=tree, expected={"batch_size": 64})
+    with pytest.raises(CheckpointError, match="does not match"):
+        load_tree(tmp_path / "t.npz", template={"other": np.ones(1)})
 
 
 def test_interrupted_sweep_keeps_finished_groups(mnist1d_small, tmp_path, monkeypatch):

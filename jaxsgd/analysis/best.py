@@ -22,6 +22,7 @@ neither a finite score nor a finite final metric (every run diverged).
 
 from __future__ import annotations
 
+import warnings
 from typing import Any, NamedTuple
 
 import numpy as np
@@ -45,26 +46,21 @@ def check_seed_rule(seeds: str) -> str:
 
 
 def combine_seeds(steps: np.ndarray, seeds: str = "mean") -> np.ndarray:
-    """Steps to target combined over the last (seed) axis by the rule ``seeds``.
+    """Steps to target [..., S] combined over the last (seed) axis by the rule ``seeds``.
 
     inf: infeasible seeds; NaN: seeds not run, left out (all NaN: NaN, a point not run).
     """
-    steps = np.asarray(steps, np.float64)
-    ran = ~np.isnan(steps)
-    count = ran.sum(axis=-1)
-    if check_seed_rule(seeds) == "mean":
-        with np.errstate(invalid="ignore"):
-            total = np.where(ran, steps, 0.0).sum(axis=-1)
-        out = total / np.maximum(count, 1)
-    else:
-        out = np.full(steps.shape[:-1], np.nan)
-        flat, flat_ran = steps.reshape(-1, steps.shape[-1]), ran.reshape(-1, steps.shape[-1])
-        flat_out = out.reshape(-1)
-        for i, (row, ok) in enumerate(zip(flat, flat_ran)):
-            if ok.any():
-                flat_out[i] = np.median(row[ok])
-        out = flat_out.reshape(steps.shape[:-1])
-    return np.where(count > 0, out, np.nan)
+    combine = {"mean": np.nanmean, "median": np.nanmedian}[check_seed_rule(seeds)]
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", RuntimeWarning)  # an all-NaN slice: a point not run
+        return combine(np.asarray(steps, np.float64), axis=-1)
+
+
+def _final_mean(final: np.ndarray, seed_ran: np.ndarray) -> np.ndarray:
+    """Mean over the seeds that ran; NaN where one of them has no final metric (diverged)."""
+    diverged = np.any(seed_ran & np.isnan(final), axis=-1)
+    total = np.where(seed_ran, final, 0.0).sum(-1)
+    return np.where(diverged, np.nan, total / np.maximum(seed_ran.sum(-1), 1))
 
 
 def choose(steps: np.ndarray | None, final: np.ndarray | None = None, *,
@@ -80,39 +76,33 @@ def choose(steps: np.ndarray | None, final: np.ndarray | None = None, *,
     """
     if steps is None and final is None:
         raise ValueError("choose: give steps to target, a final metric, or both")
-    shape = (steps if steps is not None else final).shape
-    ran = np.ones(shape[:2], bool)
     if steps is not None:
-        score = combine_seeds(steps, seeds)
-        ran = ~np.isnan(score)
+        steps = np.asarray(steps, np.float64)
+        score = combine_seeds(steps, seeds)  # [B, P]
+        seed_ran = ~np.isnan(steps)
     else:
-        score = np.zeros(shape[:2])
-    if final is not None:
         final = np.asarray(final, np.float64)
-        seed_ran = ~np.isnan(steps) if steps is not None else ~np.all(np.isnan(final), axis=-1,
-                                                                      keepdims=True)
-        if steps is None:
-            ran = ~np.all(np.isnan(final), axis=-1)
-        # mean over the seeds that ran, NaN if any of them diverged (NaN)
-        diverged = np.any(seed_ran & np.isnan(final), axis=-1)
-        with np.errstate(invalid="ignore"):
-            mean = np.where(seed_ran, final, 0.0).sum(-1) / np.maximum(seed_ran.sum(-1), 1)
-        mean = np.where(diverged | ~ran, np.nan, mean)
+        score = np.zeros(final.shape[:2])
+        seed_ran = np.broadcast_to(~np.all(np.isnan(final), axis=-1, keepdims=True), final.shape)
+    ran = seed_ran.any(axis=-1)  # [B, P]: the point was run
+    secondary = np.zeros_like(score)
+    if final is not None:
+        mean = _final_mean(np.asarray(final, np.float64), seed_ran)
         secondary = -mean if higher_is_better else mean
-    else:
-        secondary = np.zeros(shape[:2])
-    index = np.full(shape[0], -1)
-    best_score = np.full(shape[0], np.nan)
-    for b in range(shape[0]):
+    # NaN ranks last on either key; a point not run is not a candidate at all
+    primary = np.where(np.isnan(score), np.inf, score)
+    secondary = np.where(np.isnan(secondary), np.inf, secondary)
+    index, best = np.full(len(score), -1), np.full(len(score), np.nan)
+    for b in range(len(score)):
         candidates = np.flatnonzero(ran[b])
         if candidates.size == 0:
             continue
-        primary = np.where(np.isnan(score[b, candidates]), np.inf, score[b, candidates])
-        second = np.where(np.isnan(secondary[b, candidates]), np.inf, secondary[b, candidates])
-        first = candidates[np.lexsort((candidates, second, primary))[0]]
-        if (steps is not None and np.isfinite(score[b, first])) or np.isfinite(secondary[b, first]):
-            index[b], best_score[b] = first, score[b, first]
-    return Choice(index, best_score)
+        first = candidates[np.lexsort((candidates, secondary[b, candidates],
+                                       primary[b, candidates]))[0]]
+        if (steps is not None and np.isfinite(score[b, first])) or np.isfinite(
+                secondary[b, first]):
+            index[b], best[b] = first, score[b, first]
+    return Choice(index, best)
 
 
 def search_dims(result: Any) -> list[str]:
