@@ -47,11 +47,12 @@ class _GridMethods:
         return math.prod(len(v) for v in self.axes().values())
 
     def runs(self) -> dict[str, np.ndarray]:
-        """Flattened Cartesian product: {field: [num_runs]} in C order of ``axes()``."""
+        """Flattened Cartesian product: {field: [num_runs]} in C order of ``axes()`` (float64,
+        the seed int32; ``jaxsgd.hyperparams.traced_values`` makes a run's traced values)."""
         axes = self.axes()
         product = list(itertools.product(*axes.values()))
         return {
-            h.name: np.asarray([p[i] for p in product], np.int32 if h.integer else np.float32)
+            h.name: np.asarray([p[i] for p in product], np.int32 if h.integer else np.float64)
             for i, h in enumerate(HYPERPARAMETERS)
         }
 

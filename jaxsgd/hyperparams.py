@@ -33,6 +33,9 @@ class Hyperparameter:
         learning-rate schedule: peak, warm-up, decay) or "seed".
     used_by: the optimizers (role "optimizer") or schedules (role "schedule") that read it;
         None: all. Sweeping it with another one is refused: the runs would be identical.
+    complement: traced as ``one_minus_NAME`` = 1 − value, computed in float64 before the
+        float32 cast. For a decay rate near 1 (Adam's β2) float32 keeps 1 − β2 exact only this
+        way: 1 − float32(0.999) is 1.3e-5 off 10⁻³, 1 − float32(0.999999) 1.3% off 10⁻⁶.
     """
 
     name: str
@@ -42,10 +45,21 @@ class Hyperparameter:
     requirement: str
     role: str = "optimizer"
     used_by: tuple[str, ...] | None = None
+    complement: bool = False
 
     @property
     def integer(self) -> bool:
         return self.role == "seed"
+
+    @property
+    def traced_name(self) -> str:
+        """Its field in ``HParams``: the name, or ``one_minus_NAME`` for a complement."""
+        return f"one_minus_{self.name}" if self.complement else self.name
+
+    def traced(self, values: Any) -> np.ndarray:
+        """Grid values as the float32 values a run receives (1 − value for a complement)."""
+        values = np.asarray(values, np.float64)
+        return np.asarray(1.0 - values if self.complement else values, np.float32)
 
 
 HYPERPARAMETERS: tuple[Hyperparameter, ...] = (
@@ -56,7 +70,7 @@ HYPERPARAMETERS: tuple[Hyperparameter, ...] = (
                    lambda v: 0 <= v < 1, "in [0, 1)",
                    used_by=("momentum", "nesterov", *_ADAM)),
     Hyperparameter("b2", (0.999,), "Adam's beta2 ('adam'/'adamw'), in [0, 1)",
-                   lambda v: 0 <= v < 1, "in [0, 1)", used_by=_ADAM),
+                   lambda v: 0 <= v < 1, "in [0, 1)", used_by=_ADAM, complement=True),
     Hyperparameter("eps", (1e-8,), "Adam's epsilon ('adam'/'adamw'), > 0",
                    lambda v: v > 0, "positive", used_by=_ADAM),
     Hyperparameter("weight_decay", (0.0,),
@@ -73,34 +87,44 @@ HYPERPARAMETERS: tuple[Hyperparameter, ...] = (
 )
 BY_NAME = {h.name: h for h in HYPERPARAMETERS}
 GRID_FIELDS = tuple(h.name for h in HYPERPARAMETERS)  # result-dimension order (seed last)
-TRACED = tuple(h.name for h in HYPERPARAMETERS if not h.integer)
-OPTIMIZER_ARGS = tuple(h.name for h in HYPERPARAMETERS if h.role == "optimizer")
+TRACED = tuple(h.traced_name for h in HYPERPARAMETERS if not h.integer)
+OPTIMIZER_ARGS = tuple(h.traced_name for h in HYPERPARAMETERS if h.role == "optimizer")
 
 # The traced values of one run: float32 scalars ([runs] when vmapped), fields ``TRACED``.
 HParams = NamedTuple("HParams", [(name, Any) for name in TRACED])
 HParams.__doc__ = ("Traced hyperparameters of one run (float32 scalars; [runs] when vmapped): "
-                   + "; ".join(f"{h.name}: {h.doc}" for h in HYPERPARAMETERS if not h.integer)
+                   + "; ".join(f"{h.traced_name}: {h.doc}" + (" (as 1 − value)" if h.complement
+                                                              else "")
+                               for h in HYPERPARAMETERS if not h.integer)
                    + ". Build with ``hparams(...)``.")
 
 
 def hparams(**values: Any) -> HParams:
-    """``HParams`` from keyword values (scalars or arrays), the grid defaults for the others.
+    """``HParams`` from keyword values by grid name (scalars or arrays; ``b2``, not its traced
+    complement), the grid defaults for the others. Values become float32 arrays.
 
-    Example: ``hparams(learning_rate=0.1, momentum=0.9)``. Values become float32 arrays.
+    Example: ``hparams(learning_rate=0.1, momentum=0.9)``.
     """
     import jax.numpy as jnp
 
-    unknown = sorted(set(values) - set(TRACED))
+    names = [h.name for h in HYPERPARAMETERS if not h.integer]
+    unknown = sorted(set(values) - set(names))
     if unknown:
         raise TypeError(f"hparams: unknown hyperparameter {unknown[0]!r}; known: "
-                        f"{', '.join(TRACED)}")
-    return HParams(**{n: jnp.asarray(values.get(n, BY_NAME[n].default[0]), jnp.float32)
-                      for n in TRACED})
+                        f"{', '.join(names)}")
+    return HParams(**{h.traced_name: jnp.asarray(h.traced(values.get(h.name, h.default[0])))
+                      for h in HYPERPARAMETERS if not h.integer})
+
+
+def traced_values(runs: dict[str, np.ndarray]) -> HParams:
+    """``HParams`` of [runs] float32 arrays from a grid's flattened runs (``Grid.runs()``)."""
+    return HParams(**{h.traced_name: h.traced(runs[h.name])
+                      for h in HYPERPARAMETERS if not h.integer})
 
 
 def used_optimizer_args(optimizer: str) -> tuple[str, ...]:
     """The optimizer-role hyperparameters that ``optimizer`` reads (passed to it by name)."""
-    return tuple(h.name for h in HYPERPARAMETERS
+    return tuple(h.traced_name for h in HYPERPARAMETERS
                  if h.role == "optimizer" and (h.used_by is None or optimizer in h.used_by))
 
 

@@ -19,11 +19,12 @@ from __future__ import annotations
 import inspect
 from typing import Sequence
 
+import jax
 import jax.numpy as jnp
 import optax
 
-from jaxsgd.hyperparams import (BY_NAME, OPTIMIZER_ARGS, HParams, hparams,  # noqa: F401
-                                used_optimizer_args)
+from jaxsgd.hyperparams import (HYPERPARAMETERS, OPTIMIZER_ARGS, HParams,  # noqa: F401
+                                hparams, used_optimizer_args)
 
 
 def learning_rate_multiplier(
@@ -55,13 +56,45 @@ def learning_rate_multiplier(
     return ramp * after
 
 
-def _family(optimizer: str, learning_rate, momentum, b2, eps,
+def scale_by_adam(b1, one_minus_b2, eps) -> optax.GradientTransformation:
+    """``optax.scale_by_adam`` with β2 given as its complement 1 − β2.
+
+    The second moment is ν ← (1 − β2) g² + β2 ν and its bias correction 1 − β2^t, exactly as
+    optax computes them, but 1 − β2 is the traced value itself (computed in float64 on the
+    host): a float32 β2 near 1 would carry it with a relative error of up to 2⁻²⁴/(1 − β2)
+    (1.3e-5 at β2 = 0.999, 1.3% at 0.999999). At β2 = 0.999, 1e-8 this equals
+    ``optax.scale_by_adam(b1, 0.999, 1e-8)`` with Python-float arguments bitwise.
+    """
+
+    def init(params):
+        zeros = jax.tree.map(jnp.zeros_like, params)
+        return optax.ScaleByAdamState(count=jnp.zeros([], jnp.int32), mu=zeros,
+                                      nu=jax.tree.map(jnp.zeros_like, params))
+
+    def update(updates, state, params=None):
+        del params
+        b2 = 1 - one_minus_b2
+        mu = optax.tree.update_moment(updates, state.mu, b1, 1)
+        nu = jax.tree.map(lambda g, t: one_minus_b2 * g**2 + b2 * t, updates, state.nu)
+        count = optax.safe_increment(state.count)
+        mu_hat = optax.tree.bias_correction(mu, b1, count)
+        nu_hat = optax.tree.bias_correction(nu, b2, count)
+        updates = jax.tree.map(lambda m, v: m / (jnp.sqrt(v) + eps), mu_hat, nu_hat)
+        return updates, optax.ScaleByAdamState(count=count, mu=mu, nu=nu)
+
+    return optax.GradientTransformation(init, update)
+
+
+def _family(optimizer: str, learning_rate, momentum, one_minus_b2, eps,
             weight_decay) -> optax.GradientTransformation:
     """The optax transformation of one optimizer family (args may be traced or callables)."""
-    if optimizer == "adamw":
-        return optax.adamw(learning_rate, b1=momentum, b2=b2, eps=eps, weight_decay=weight_decay)
-    if optimizer == "adam":
-        base = optax.adam(learning_rate, b1=momentum, b2=b2, eps=eps)
+    if optimizer in ("adam", "adamw"):
+        adam = scale_by_adam(momentum, one_minus_b2, eps)
+        if optimizer == "adamw":  # decoupled decay: as optax.adamw
+            return optax.chain(adam, optax.add_decayed_weights(weight_decay),
+                               optax.scale_by_learning_rate(learning_rate))
+        # Coupled L2 (added to the gradient first), then optax.adam's chain
+        base = optax.chain(adam, optax.scale_by_learning_rate(learning_rate))
     elif optimizer == "sgd":
         base = optax.sgd(learning_rate)
     elif optimizer in ("momentum", "nesterov"):
@@ -95,7 +128,8 @@ def make_optimizer(
     names = used_optimizer_args(optimizer)
 
     def factory(learning_rate, **values):
-        unused = {n: BY_NAME[n].default[0] for n in OPTIMIZER_ARGS if n not in values}
+        unused = {h.traced_name: float(h.traced(h.default[0])) for h in HYPERPARAMETERS
+                  if h.traced_name in OPTIMIZER_ARGS and h.traced_name not in values}
         return _family(optimizer, learning_rate, **values, **unused)
 
     # inject_hyperparams reads the factory's signature: name every injected value in it.

@@ -41,6 +41,7 @@ from jaxsgd.engine.sharding import (barrier, group_programs, init_params_program
                                     shard_runs, to_host)
 from jaxsgd.engine.training import TrainData, TrainSpec
 from jaxsgd.hyperparams import HParams
+from jaxsgd.hyperparams import traced_values
 from jaxsgd.losses import Task, task_for
 from jaxsgd.models import Model, make_model
 from jaxsgd.probes.base import Probe
@@ -51,8 +52,7 @@ MAX_CHUNKS = 16  # default: a group runs in at most this many chunks of equal le
 def grid_hparams(config: SweepConfig) -> tuple[HParams, np.ndarray]:
     """The grid flattened to runs: (HParams of [runs] float32 arrays, seeds [runs] int32)."""
     runs = config.grid.runs()
-    hp = HParams(**{k: runs[k] for k in HParams._fields})
-    return hp, runs["seed"]
+    return traced_values(runs), runs["seed"]
 
 
 def prepare(config: SweepConfig, data: Dataset | None = None, model: Model | None = None):
