@@ -88,13 +88,21 @@ def array_digest(*arrays: np.ndarray) -> str:
     return h.hexdigest()
 
 
+def file_mode() -> int:
+    """The permissions a new file gets here: 0o666 less the process's umask (as ``open``)."""
+    mask = os.umask(0)
+    os.umask(mask)
+    return 0o666 & ~mask
+
+
 def atomic_write(path: str | os.PathLike, write: Callable[[Path], None],
-                 mode: int = 0o644) -> None:
+                 mode: int | None = None) -> None:
     """Write a file so that readers see the old one or the whole new one, never a part.
 
     ``write(tmp)`` fills a temporary file ``tmp`` (a ``Path``) beside ``path``; it is then
-    flushed to disk (fsync), given ``mode`` (``mkstemp`` makes it owner-only) and renamed over
-    ``path``. Creates the parent folder; removes the temporary file if anything fails.
+    flushed to disk (fsync), given ``mode`` (default: as the umask allows, like any new file;
+    ``mkstemp`` alone would make it owner-only) and renamed over ``path``. Creates the parent
+    folder; removes the temporary file if anything fails.
     """
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
@@ -104,7 +112,7 @@ def atomic_write(path: str | os.PathLike, write: Callable[[Path], None],
         write(Path(tmp))
         with open(tmp, "rb+") as f:
             os.fsync(f.fileno())
-        os.chmod(tmp, mode)
+        os.chmod(tmp, file_mode() if mode is None else mode)
         os.replace(tmp, path)
     finally:
         if os.path.exists(tmp):

@@ -38,6 +38,15 @@ class ConfigError(ValueError):
 
 
 class _GridMethods:
+    def __post_init__(self) -> None:
+        # A scalar is a one-element tuple (as in TOML); lists and arrays become tuples.
+        for h in HYPERPARAMETERS:
+            value = getattr(self, h.name)
+            if isinstance(value, (str, bytes)) or not hasattr(value, "__iter__"):
+                value = (value,)
+            object.__setattr__(self, h.name, tuple(np.asarray(value).tolist())
+                               if isinstance(value, np.ndarray) else tuple(value))
+
     def axes(self) -> dict[str, tuple]:
         """Grid fields in result-dimension order."""
         return {name: getattr(self, name) for name in GRID_FIELDS}

@@ -1,6 +1,7 @@
 """Probes inside the scan, steps-to-target, and results folders (save, load, interruption)."""
 
 import json
+import os
 from functools import partial
 
 import jax
@@ -212,3 +213,111 @@ def test_load_never_unpickles(mnist1d_small, tmp_path, monkeypatch):
     monkeypatch.setattr(pickle, "load", refuse)
     monkeypatch.setattr(pickle, "loads", refuse)
     assert load_sweep(tmp_path / "r").metrics.sizes["batch_size"] == 1
+
+
+# ----------------------------------------------------------------------------- users' structures
+
+
+def _tuple_mlp():
+    """A pure-JAX model whose parameters hold a list of (kernel, bias) tuples."""
+    def init(key):
+        k1, k2 = jax.random.split(key)
+        return {"layers": [(jax.random.normal(k1, (40, 16)) / 8, jnp.zeros(16)),
+                           (jax.random.normal(k2, (16, 10)) / 4, jnp.zeros(10))]}
+
+    def apply(params, x):
+        (w1, b1), (w2, b2) = params["layers"]
+        return jnp.tanh(x @ w1 + b1) @ w2 + b2
+
+    return jaxsgd.Model(init, apply)  # the name has a default
+
+
+def test_reload_restores_the_users_own_structure(mnist1d_small, tmp_path):
+    model = _tuple_mlp()
+    c = config(batch_sizes=(16,))
+    result = run_sweep(c, tmp_path / "r", data=mnist1d_small, model=model)
+    structure = jax.tree.structure(result.params[16])
+    plain = load_sweep(tmp_path / "r")  # without the model: dicts and lists
+    assert jax.tree.structure(plain.params[16]) != structure
+    exact = load_sweep(tmp_path / "r", model=model)
+    assert jax.tree.structure(exact.params[16]) == structure
+    for a, b in zip(jax.tree.leaves(exact.params[16]), jax.tree.leaves(result.params[16])):
+        np.testing.assert_array_equal(a, b)
+    one = exact.run_params(16, learning_rate=0.2, seed=0)
+    x = jnp.asarray(mnist1d_small.x_test[:4])
+    assert model.apply(one, x).shape == (4, 10)  # the model's own apply accepts them
+    resumed = run_sweep(c, tmp_path / "r", data=mnist1d_small, model=model)  # loaded, not run
+    assert jax.tree.structure(resumed.params[16]) == structure
+    with pytest.raises(jaxsgd.CheckpointError, match="does not match"):
+        load_sweep(tmp_path / "r", params_like={"w": np.zeros(3, np.float32)})
+
+
+@pytest.mark.parametrize("umask", [0o022, 0o002])
+def test_result_files_honour_the_umask(mnist1d_small, tmp_path, umask):
+    old = os.umask(umask)
+    try:
+        run_sweep(config(batch_sizes=(16,)), tmp_path / "r", data=mnist1d_small)
+    finally:
+        os.umask(old)
+    modes = {f.name: f.stat().st_mode & 0o777 for f in (tmp_path / "r").iterdir()}
+    assert modes and set(modes.values()) == {0o666 & ~umask}, modes
+
+
+def test_run_params_names_what_is_missing(mnist1d_small):
+    result = run_sweep(config(batch_sizes=(16,)), data=mnist1d_small)
+    with pytest.raises(KeyError, match=r"missing \['seed'\]"):
+        result.run_params(16, learning_rate=0.2)
+    with pytest.raises(KeyError, match=r"\['lr'\] are not dimensions"):
+        result.run_params(16, learning_rate=0.2, seed=0, lr=0.9)
+    with pytest.raises(KeyError, match="momentum was not swept; it is 0.9 in every run"):
+        result.run_params(16, learning_rate=0.2, seed=0, momentum=0.5)
+    same = result.run_params(16, learning_rate=0.2, seed=0, momentum=0.9)  # the unswept value
+    assert jax.tree.structure(same) == jax.tree.structure(result.params[16])
+    with pytest.raises(KeyError, match="batch_size=32: no parameters"):
+        result.run_params(32, learning_rate=0.2, seed=0)
+
+
+def test_a_grid_scalar_is_a_one_element_list():
+    assert Grid(learning_rate=0.1, seed=3) == Grid(learning_rate=(0.1,), seed=(3,))
+    assert Grid(learning_rate=np.array([0.1, 0.2])).learning_rate == (0.1, 0.2)
+    with pytest.raises(jaxsgd.ConfigError, match="grid.learning_rate: 'x' is not a finite"):
+        jaxsgd.validate(SweepConfig(grid=Grid(learning_rate="x")))
+
+
+def _reload_check(model, mnist1d_small, out):
+    result = run_sweep(config(batch_sizes=(16,)), out, data=mnist1d_small, model=model)
+    back = load_sweep(out, model=model)
+    assert jax.tree.structure(back.params[16]) == jax.tree.structure(result.params[16])
+    params = back.run_params(16, learning_rate=0.2, seed=0)
+    x, y = jnp.asarray(mnist1d_small.x_test[:8]), jnp.asarray(mnist1d_small.y_test[:8])
+    loss_fn = lambda p, batch: cross_entropy(model.apply(p, batch[0]), batch[1])
+    expected = loss_fn(jax.tree.map(lambda a: a[1], result.params[16]), (x, y))
+    assert float(loss_fn(params, (x, y))) == float(expected)  # run 1: learning rate 0.2
+
+
+def test_a_flax_nnx_sweep_reloads_into_its_own_state(mnist1d_small, tmp_path):
+    from flax import nnx
+
+    class MLP(nnx.Module):
+        def __init__(self, rngs):
+            self.hidden, self.out = nnx.Linear(40, 16, rngs=rngs), nnx.Linear(16, 10, rngs=rngs)
+
+        def __call__(self, x):
+            return self.out(jnp.tanh(self.hidden(x)))
+
+    graphdef = nnx.graphdef(MLP(nnx.Rngs(0)))
+    model = jaxsgd.Model(lambda key: nnx.state(MLP(nnx.Rngs(params=key))),
+                         lambda state, x: nnx.merge(graphdef, state)(x), "nnx mlp")
+    _reload_check(model, mnist1d_small, tmp_path / "r")
+
+
+def test_an_equinox_sweep_reloads_into_its_own_module(mnist1d_small, tmp_path):
+    import equinox as eqx  # in the test extra
+
+    def make(key):
+        return eqx.nn.MLP(40, 10, 16, 1, activation=jnp.tanh, key=key)
+
+    static = eqx.partition(make(jax.random.key(0)), eqx.is_array)[1]
+    model = jaxsgd.Model(lambda key: eqx.filter(make(key), eqx.is_array),
+                         lambda p, x: jax.vmap(eqx.combine(p, static))(x), "equinox mlp")
+    _reload_check(model, mnist1d_small, tmp_path / "r")

@@ -251,20 +251,43 @@ def save_group(out: Path, ds: xr.Dataset, params: PyTree) -> None:
     atomic_write(group_file(out, b), lambda tmp: ds.to_netcdf(tmp, engine="netcdf4"))
 
 
-def load_group(path: Path, batch_size: int) -> tuple[xr.Dataset, PyTree]:
-    """Metrics and final parameters of one finished group of a results folder (no pickle)."""
+def runs_template(params_like: PyTree, num_runs: int) -> PyTree:
+    """Shapes of a group's final parameters: ``params_like``'s leaves with a leading [runs]."""
+    return jax.tree.map(lambda s: jax.ShapeDtypeStruct((num_runs, *np.shape(s)), s.dtype),
+                        params_like)
+
+
+def load_group(path: Path, batch_size: int,
+               params_like: PyTree | None = None) -> tuple[xr.Dataset, PyTree]:
+    """Metrics and final parameters of one finished group of a results folder (no pickle).
+
+    With ``params_like`` (one run's parameters or their shapes) the parameters come back in
+    exactly that structure (tuples, lists, a flax.nnx or equinox state, …) with a leading
+    [runs] axis; without, as nested dicts and lists rebuilt from the stored paths.
+    """
     with xr.open_dataset(group_file(path, batch_size), engine="netcdf4") as ds:
         ds = ds.load()
-    params, _ = load_tree(params_file(path, batch_size))
+    template = None
+    if params_like is not None:
+        template = runs_template(params_like, int(ds["run"].max()) + 1)
+    params, _ = load_tree(params_file(path, batch_size), template)
     return ds, params
 
 
-def load_sweep(path: str | os.PathLike) -> SweepResult:
+def load_sweep(path: str | os.PathLike, *, model: Any = None,
+               params_like: PyTree | None = None) -> SweepResult:
     """Load a results folder written by ``run_sweep`` (possibly partial: finished groups only).
 
+    Parameters come back as nested dicts and lists rebuilt from the stored leaf paths, or,
+    given the sweep's ``model`` (a ``Model``: its ``init`` is traced for shapes, nothing is
+    computed) or ``params_like`` (one run's parameters or their shapes), in exactly that
+    structure, so a user model's own ``loss_fn`` accepts them; a template that does not match
+    the stored leaves is refused (``CheckpointError`` naming the first difference).
     ``result.metrics.attrs["complete"]`` tells whether every batch size of the config is there.
     A folder written in another format is refused (``CheckpointError``) with what to do.
     """
+    if model is not None and params_like is None:
+        params_like = jax.eval_shape(model.init, jax.random.key(0))
     path = Path(path)
     if not (path / CONFIG_FILE).is_file():
         raise FileNotFoundError(f"{str(path)!r} is not a jaxsgd results folder (no {CONFIG_FILE})")
@@ -278,7 +301,7 @@ def load_sweep(path: str | os.PathLike) -> SweepResult:
     for file in sorted(path.iterdir()):
         match = _GROUP_RE.match(file.name)
         if match:
-            ds, params[int(match.group(1))] = load_group(path, int(match.group(1)))
+            ds, params[int(match.group(1))] = load_group(path, int(match.group(1)), params_like)
             groups.append(ds)
     if not groups:
         raise FileNotFoundError(f"{str(path)!r} holds no finished batch-size group yet")

@@ -44,8 +44,25 @@ class SweepResult:
     params: dict[int, PyTree] = field(default_factory=dict)
 
     def run_params(self, batch_size: int, **selection) -> PyTree:
-        """Final parameters of the single run picked by ``selection`` (e.g. learning_rate=0.1)."""
-        run = int(self.metrics["run"].sel(batch_size=batch_size, **selection).item())
+        """Final parameters of the single run picked by ``selection`` (e.g. learning_rate=0.1);
+        every grid dimension of the results must be given."""
+        if batch_size not in self.params:
+            raise KeyError(f"batch_size={batch_size!r}: no parameters of that batch size here "
+                           f"(have {sorted(self.params)})")
+        runs = self.metrics["run"].sel(batch_size=batch_size)
+        selection = dict(selection)
+        for name in [k for k in selection if k in runs.coords and k not in runs.dims]:
+            value = runs.coords[name].item()  # a grid value that was not swept
+            if not np.isclose(selection.pop(name), value):
+                raise KeyError(f"run_params: {name} was not swept; it is {value!r} in every run")
+        missing = [d for d in runs.dims if d not in selection]
+        unknown = [k for k in selection if k not in runs.dims]
+        if missing or unknown:
+            raise KeyError(f"run_params: give one value for each of {list(runs.dims)}"
+                           + (f"; missing {missing}" if missing else "")
+                           + (f"; {unknown} are not dimensions of the results" if unknown
+                              else ""))
+        run = int(runs.sel(**selection).item())
         return jax.tree.map(lambda leaf: leaf[run], self.params[batch_size])
 
 

@@ -262,7 +262,8 @@ def run_sweep(
     try:
         for batch_size in config.batch_sizes:
             if folder is not None and group_file(folder, batch_size).is_file():
-                ds, params[batch_size] = load_group(folder, batch_size)
+                ds, params[batch_size] = load_group(
+                    folder, batch_size, jax.eval_shape(model_obj.init, jax.random.key(0)))
                 groups.append(ds)
                 sweep.progress.skip(config.num_steps(batch_size))
                 continue

@@ -25,14 +25,17 @@ class Model(NamedTuple):
     """A model as a pair of pure functions.
 
     Attributes:
-        init: `init(key) -> params`, a nested dict of float32 arrays.
+        init: `init(key) -> params`, any pytree of float arrays.
         apply: `apply(params, x [B, *input_shape]) -> outputs [B, num_outputs]`.
-        name: a short human-readable description, e.g. `"mlp(40-256-256-10, relu)"`.
+        name: a short human-readable description, e.g. `"mlp(40-256-256-10, relu)"`
+            (default "model").
+
+    Example: `Model(init=lambda key: {"w": jnp.zeros((40, 10))}, apply=lambda p, x: x @ p["w"])`.
     """
 
     init: Callable[[jax.Array], PyTree]
     apply: Callable[[PyTree, jax.Array], jax.Array]
-    name: str
+    name: str = "model"
 
 
 ACTIVATIONS: dict[str, Callable[[jax.Array], jax.Array]] = {
