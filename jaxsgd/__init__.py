@@ -34,7 +34,7 @@ for _module, _names in {
     "jaxsgd.hyperparams": "GRID_FIELDS HYPERPARAMETERS HParams Hyperparameter hparams",
     "jaxsgd.targets": "TARGET_METRICS steps_to_target sweep_steps_to_target",
     "jaxsgd.data": "DATASETS DataError Dataset from_arrays load_dataset",
-    "jaxsgd.models": "MODELS Model make_model",
+    "jaxsgd.models": "MODELS Model from_module make_model",
     "jaxsgd.losses": "Task accuracy cross_entropy make_loss_fn mse task_for",
     "jaxsgd.optimizers": "learning_rate_multiplier make_optimizer",
     "jaxsgd.measure.noise": "HessianNoiseScale NoiseScale gradient_noise_scale "

@@ -277,3 +277,39 @@ def test_make_loss_fn_gradient_matches_finite_differences_float64(num_classes):
         analytic = np.asarray(ravel_pytree(grads)[0])
     np.testing.assert_allclose(analytic, numeric, rtol=1e-7, atol=1e-9)
     assert np.abs(analytic).max() > 1e-3
+
+
+def test_kernel_initializer_is_an_option_equal_to_a_hand_written_flax_module():
+    import flax.linen as nn
+
+    import jaxsgd
+
+    class HandMLP(nn.Module):  # what a protocol's authors would write
+        @nn.compact
+        def __call__(self, x):
+            init = nn.initializers.he_normal()
+            h = nn.relu(nn.Dense(64, kernel_init=init)(x))
+            return nn.Dense(10, kernel_init=init)(h)
+
+    key = jax.random.key(3)
+    ours = make_model("mlp", (40,), 10, width=64, depth=1, kernel_init="he_normal").init(key)
+    hand = jaxsgd.from_module(HandMLP(), (40,)).init(key)
+    for a, b in zip(jax.tree.leaves(ours), jax.tree.leaves(hand)):
+        np.testing.assert_array_equal(a, b)
+    # the variance follows the rule: He 2/fan_in, Glorot 2/(fan_in + fan_out)
+    wide = mlp((400,), 10, width=1000, depth=1, kernel_init="he_normal").init(key)
+    assert np.std(wide["Dense_0"]["kernel"]) == pytest.approx(np.sqrt(2 / 400), rel=0.02)
+    glorot = linear((400,), 600, kernel_init="glorot_uniform").init(key)["Dense_0"]["kernel"]
+    assert np.std(glorot) == pytest.approx(np.sqrt(2 / 1000), rel=0.02)
+    small = cnn((40,), 10, kernel_init="truncated_normal", init_scale=1e-3).init(key)
+    assert float(np.max(np.abs(small["Conv_0"]["kernel"]))) <= 2e-3  # truncated at 2 std
+    # the default is unchanged: LeCun normal
+    default = mlp((40,), 10, width=64, depth=1).init(key)
+    explicit = mlp((40,), 10, width=64, depth=1, kernel_init="lecun_normal").init(key)
+    for a, b in zip(jax.tree.leaves(default), jax.tree.leaves(explicit)):
+        np.testing.assert_array_equal(a, b)
+    assert jaxsgd.from_module(HandMLP(), (40,)).name == "HandMLP"
+    with pytest.raises(ValueError, match="unknown kernel_init 'he'; known: lecun_normal"):
+        mlp((40,), 10, kernel_init="he")
+    with pytest.raises(ValueError, match="init_scale: -1.0 is not a positive number"):
+        mlp((40,), 10, kernel_init="normal", init_scale=-1.0)

@@ -18,7 +18,8 @@ from __future__ import annotations
 import flax.linen as nn
 import jax
 
-from jaxsgd.models.model import Model, activation_fn, check_shape, flatten_example, from_module
+from jaxsgd.models.model import (Model, activation_fn, check_shape, flatten_example,
+                                 from_module, kernel_initializer)
 
 POOLINGS = ("max", "avg")
 
@@ -33,23 +34,27 @@ class CNN(nn.Module):
     dense_width: int = 64
     activation: str = "relu"
     pooling: str = "max"
+    kernel_init: str = "lecun_normal"
+    init_scale: float = 0.01
 
     @nn.compact
     def __call__(self, x: jax.Array) -> jax.Array:
         act = activation_fn(self.activation)
+        init = kernel_initializer(self.kernel_init, self.init_scale)
         if len(self.input_shape) == 1:
             x = x[..., None]  # [B, L] -> [B, L, 1]
         num_spatial = 1 if len(self.input_shape) <= 2 else 2
         window = (2,) * num_spatial
         for c in self.channels:
-            x = act(nn.Conv(c, (self.kernel_size,) * num_spatial, strides=1, padding="SAME")(x))
+            x = act(nn.Conv(c, (self.kernel_size,) * num_spatial, strides=1, padding="SAME",
+                            kernel_init=init)(x))
             if self.pooling == "max":
                 x = nn.max_pool(x, window, strides=window, padding="SAME")
             else:
                 x = nn.avg_pool(x, window, strides=window, padding="SAME", count_include_pad=False)
         x = flatten_example(x, x.shape[x.ndim - num_spatial - 1 :])
-        x = act(nn.Dense(self.dense_width)(x))
-        return nn.Dense(self.num_outputs)(x)
+        x = act(nn.Dense(self.dense_width, kernel_init=init)(x))
+        return nn.Dense(self.num_outputs, kernel_init=init)(x)
 
 
 def cnn(
@@ -60,6 +65,8 @@ def cnn(
     dense_width: int = 64,
     activation: str = "relu",
     pooling: str = "max",
+    kernel_init: str = "lecun_normal",
+    init_scale: float = 0.01,
 ) -> Model:
     """A small CNN; see the module docstring for the architecture and accepted input shapes.
 
@@ -71,6 +78,7 @@ def cnn(
         dense_width: units of the hidden dense layer after flattening.
         activation: one of relu, tanh, gelu, silu, sigmoid.
         pooling: "max" or "avg".
+        kernel_init, init_scale: the kernel initializer of every layer, as for ``mlp``.
 
     Returns:
         A `Model` whose `apply` maps x [B, *input_shape] to outputs [B, num_outputs].
@@ -79,6 +87,7 @@ def cnn(
     if len(input_shape) > 3:
         raise ValueError(f"cnn takes input_shape (L,), (L, C) or (H, W, C), got {input_shape}")
     activation_fn(activation)  # fail here, not at the first init
+    kernel_initializer(kernel_init, init_scale)
     if pooling not in POOLINGS:
         raise ValueError(f"unknown pooling {pooling!r}; known poolings: {', '.join(POOLINGS)}")
     channels = tuple(int(c) for c in channels)
@@ -90,6 +99,8 @@ def cnn(
         dense_width=int(dense_width),
         activation=activation,
         pooling=pooling,
+        kernel_init=kernel_init,
+        init_scale=float(init_scale),
     )
     size = "x".join(map(str, input_shape))
     conv = "-".join(map(str, channels))

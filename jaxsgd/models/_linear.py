@@ -10,7 +10,8 @@ from __future__ import annotations
 import flax.linen as nn
 import jax
 
-from jaxsgd.models.model import Model, check_shape, flatten_example, from_module
+from jaxsgd.models.model import (Model, check_shape, flatten_example, from_module,
+                                 kernel_initializer)
 
 
 class Linear(nn.Module):
@@ -18,15 +19,23 @@ class Linear(nn.Module):
 
     input_shape: tuple[int, ...]
     num_outputs: int
+    kernel_init: str = "lecun_normal"
+    init_scale: float = 0.01
 
     @nn.compact
     def __call__(self, x: jax.Array) -> jax.Array:
-        return nn.Dense(self.num_outputs)(flatten_example(x, self.input_shape))
+        init = kernel_initializer(self.kernel_init, self.init_scale)
+        return nn.Dense(self.num_outputs, kernel_init=init)(flatten_example(x, self.input_shape))
 
 
-def linear(input_shape: tuple[int, ...], num_outputs: int) -> Model:
-    """Linear regression on the flattened input, e.g. `linear((40,), 10)`: 410 parameters."""
+def linear(input_shape: tuple[int, ...], num_outputs: int, kernel_init: str = "lecun_normal",
+           init_scale: float = 0.01) -> Model:
+    """Linear regression on the flattened input, e.g. `linear((40,), 10)`: 410 parameters.
+
+    ``kernel_init``/``init_scale``: the kernel initializer, as for ``mlp``."""
     input_shape = check_shape(input_shape, num_outputs)
-    module = Linear(input_shape=input_shape, num_outputs=int(num_outputs))
+    kernel_initializer(kernel_init, init_scale)
+    module = Linear(input_shape=input_shape, num_outputs=int(num_outputs),
+                    kernel_init=kernel_init, init_scale=float(init_scale))
     size = "x".join(map(str, input_shape))
     return from_module(module, input_shape, name=f"linear({size}->{num_outputs})")

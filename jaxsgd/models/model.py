@@ -47,6 +47,30 @@ ACTIVATIONS: dict[str, Callable[[jax.Array], jax.Array]] = {
 }
 
 
+# Kernel initialisers by name (flax.linen.initializers); biases always start at zero.
+INITIALIZERS: dict[str, Callable[[float], Callable]] = {
+    "lecun_normal": lambda scale: nn.initializers.lecun_normal(),
+    "lecun_uniform": lambda scale: nn.initializers.lecun_uniform(),
+    "he_normal": lambda scale: nn.initializers.he_normal(),
+    "he_uniform": lambda scale: nn.initializers.he_uniform(),
+    "glorot_normal": lambda scale: nn.initializers.glorot_normal(),
+    "glorot_uniform": lambda scale: nn.initializers.glorot_uniform(),
+    "normal": lambda scale: nn.initializers.normal(stddev=scale),
+    "truncated_normal": lambda scale: nn.initializers.truncated_normal(stddev=scale),
+}
+
+
+def kernel_initializer(name: str, scale: float = 0.01) -> Callable:
+    """The flax initializer called ``name`` (one of ``INITIALIZERS``); ``scale`` is the standard
+    deviation of "normal" and "truncated_normal" (the others scale with the fan: LeCun 1/fan_in,
+    He 2/fan_in, Glorot 2/(fan_in + fan_out) variance). ValueError naming the known ones."""
+    if name not in INITIALIZERS:
+        raise ValueError(f"unknown kernel_init {name!r}; known: {', '.join(INITIALIZERS)}")
+    if not (isinstance(scale, (int, float)) and not isinstance(scale, bool) and scale > 0):
+        raise ValueError(f"init_scale: {scale!r} is not a positive number")
+    return INITIALIZERS[name](float(scale))
+
+
 def activation_fn(name: str) -> Callable[[jax.Array], jax.Array]:
     """The elementwise nonlinearity called `name`; ValueError listing the known ones otherwise."""
     try:
@@ -75,8 +99,10 @@ def flatten_example(x: jax.Array, input_shape: tuple[int, ...]) -> jax.Array:
     return x.reshape(batch_shape + (-1,))
 
 
-def from_module(module: nn.Module, input_shape: tuple[int, ...], name: str) -> Model:
-    """Wraps a flax linen module as a `Model`.
+def from_module(module: nn.Module, input_shape: tuple[int, ...], name: str | None = None) -> Model:
+    """Wraps any flax linen module as a `Model` (name: default the module's class name).
+
+    Example: `jaxsgd.from_module(MyNet(), (40,))` for a module taking x [B, 40].
 
     `init(key) = module.init(key, zeros [1, *input_shape])["params"]` and
     `apply(params, x) = module.apply({"params": params}, x)`.
@@ -84,6 +110,8 @@ def from_module(module: nn.Module, input_shape: tuple[int, ...], name: str) -> M
 
     def init(key: jax.Array) -> PyTree:
         return module.init(key, jnp.zeros((1, *input_shape), jnp.float32))["params"]
+
+    name = type(module).__name__ if name is None else name
 
     def apply(params: PyTree, x: jax.Array) -> jax.Array:
         return module.apply({"params": params}, x)
