@@ -53,6 +53,7 @@ _KEY_HELP = {
                                   "exceeds this multiple of its first one",
     "evaluation.every": "evaluate every this many budget units (default: 16 evaluations)",
     "evaluation.log_points": "and/or this many log-spaced evaluations",
+    "evaluation.points": "and/or evaluations at exactly these points (budget units)",
     "evaluation.train_examples": "training examples used for train loss/accuracy (default: all)",
     "target.metric": "metric for steps-to-target",
     "target.value": "reached at metric <= value (losses, errors) or >= value (accuracies)",
@@ -108,6 +109,7 @@ def _key_line(section: str, key: str, kind: str, default: Any) -> str:
 def schema_help() -> str:
     """The TOML schema accepted by ``SweepConfig.from_dict``, as help text."""
     from jaxsgd.data.registry import LOADERS
+    from jaxsgd.data.transforms import STANDARDIZATIONS
 
     defaults = SweepConfig()
     lines = [
@@ -116,6 +118,8 @@ def schema_help() -> str:
         "  [data]",
         _wrap(f"    name               string; data set, one of: {', '.join(LOADERS)} "
               f"[default {defaults.data!r}]", indent=23),
+        _wrap(f"    standardize        string; inputs standardised with training-set statistics, "
+              f"one of: {', '.join(STANDARDIZATIONS)} [default 'none': as loaded]", indent=23),
         "    <option> = value   keyword arguments of that data set's loader:",
     ]
     lines += [_wrap(f"                         {name}: {_signature_options(f)}", indent=27)

@@ -81,9 +81,10 @@ class SweepConfig:
 
     budget: training length per run, in ``budget_unit`` ("examples" seen or optimizer "steps").
         With examples, a run at batch size B takes budget // B steps.
-    eval_every / eval_log_points: evaluation schedule in ``budget_unit``: every k units and/or this
-        many log-spaced points; the start and the end of training are always evaluated. If neither
-        is given, 16 evenly spaced evaluations.
+    eval_every / eval_log_points / eval_points: evaluation schedule in ``budget_unit``: every k
+        units, and/or this many log-spaced points, and/or exactly these points (a published
+        protocol's evaluation points); the start and the end of training are always evaluated.
+        If none is given, 16 evenly spaced evaluations.
     eval_train_examples: size of the fixed training subset used for train loss/accuracy (None: all).
     sampling: "epoch" (shuffle each epoch, without replacement) or "replacement".
     divergence_factor: a run is diverged at the first step whose minibatch loss is non-finite or
@@ -109,6 +110,7 @@ class SweepConfig:
     budget_unit: str = "examples"
     eval_every: int | None = None
     eval_log_points: int = 0
+    eval_points: tuple[int, ...] = ()
     eval_train_examples: int | None = None
     sampling: str = "epoch"
     divergence_factor: float = 10.0
@@ -146,6 +148,7 @@ class SweepConfig:
             "evaluation": {
                 "every": self.eval_every,
                 "log_points": self.eval_log_points,
+                "points": list(self.eval_points) or None,  # absent when empty
                 "train_examples": self.eval_train_examples,
             },
             "target": {"metric": self.target_metric, "value": self.target_value,
@@ -183,6 +186,7 @@ SCHEMA: dict[str, dict[str, tuple[str, str]]] = {
     "evaluation": {
         "every": ("eval_every", "int"),
         "log_points": ("eval_log_points", "int"),
+        "points": ("eval_points", "int_list"),
         "train_examples": ("eval_train_examples", "int"),
     },
     "target": {"metric": ("target_metric", "str"), "value": ("target_value", "float"),
@@ -308,6 +312,11 @@ def validate(config: SweepConfig, num_train: int | None = None) -> SweepConfig:
         _check(0 < c.eval_every <= c.budget,
                f"evaluation.every: {c.eval_every!r} must be in 1..budget ({c.budget})")
     _check(c.eval_log_points >= 0, f"evaluation.log_points: {c.eval_log_points!r} is negative")
+    for point in c.eval_points:
+        _check(isinstance(point, (int, np.integer)) and not isinstance(point, bool)
+               and 0 <= point <= c.budget,
+               f"evaluation.points: {point!r} is not an integer in 0..budget ({c.budget} "
+               f"{c.budget_unit})")
     if c.eval_train_examples is not None:
         _check(c.eval_train_examples > 0,
                f"evaluation.train_examples: {c.eval_train_examples!r} is not positive")

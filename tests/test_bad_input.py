@@ -29,6 +29,7 @@ def no_compile():
 
 @pytest.mark.parametrize("changes, words", [
     (dict(grid=Grid(learning_rate=(0.1, -0.5))), ["grid.learning_rate", "-0.5"]),
+    (dict(eval_points=(5, 99999)), ["evaluation.points", "99999"]),
     (dict(grid=Grid(learning_rate=(0.0,))), ["grid.learning_rate", "0.0"]),
     (dict(grid=Grid(learning_rate=())), ["grid.learning_rate", "empty"]),
     (dict(grid=Grid(seed=())), ["grid.seed", "empty"]),

@@ -478,3 +478,23 @@ def test_load_dataset_passes_options(tmp_path):
   direct = data.linear_regression(num_train=7, num_test=3, dim=2, cache_dir=tmp_path)
   assert ds.x_train.shape == (7, 2)
   np.testing.assert_array_equal(ds.y_train, direct.y_train)
+
+
+def test_standardize_uses_training_statistics_for_both_sets():
+  raw = data.load_dataset("digits")
+  per_feature = data.load_dataset("digits", standardize="per_feature")
+  x = raw.x_train.astype(np.float64)
+  mean, std = x.mean(0), x.std(0)
+  constant = std == 0  # digits has always-zero corner pixels: only centred
+  assert constant.any()
+  np.testing.assert_allclose(per_feature.x_train.mean(0), 0, atol=1e-5)
+  np.testing.assert_allclose(per_feature.x_train.std(0)[~constant], 1, rtol=1e-4)
+  expected_test = (raw.x_test - mean) / np.where(constant, 1.0, std)
+  np.testing.assert_allclose(per_feature.x_test, expected_test, rtol=1e-5, atol=1e-5)
+  glob = data.standardize(raw, "global")
+  assert abs(glob.x_train.mean()) < 1e-5 and abs(glob.x_train.std() - 1) < 1e-5
+  np.testing.assert_allclose(glob.x_test, (raw.x_test - x.mean()) / x.std(), rtol=1e-5,
+                             atol=1e-5)
+  assert data.standardize(raw, "none") is raw
+  with pytest.raises(data.DataError, match="standardize: 'z' is not one of none, global"):
+    data.load_dataset("digits", standardize="z")

@@ -10,6 +10,7 @@ Modules:
   builtin    mnist1d (generated locally), digits (scikit-learn)
   files      MNIST IDX and CIFAR-10 binary readers (numpy only, no pickle)
   registry   load_dataset, DATASETS
+  transforms standardize (none, global, per_feature) with training-set statistics
   _cache     on-disk .npz cache of generated sets ($JAXSGD_CACHE, default ~/.cache/jaxsgd)
 """
 
@@ -17,6 +18,7 @@ from jaxsgd.data._dataset import DataError, Dataset, check_dataset, from_arrays
 from jaxsgd.data.builtin import digits, mnist1d
 from jaxsgd.data.files import cifar10_binary, mnist_idx, read_idx
 from jaxsgd.data.registry import DATASETS, load_dataset
+from jaxsgd.data.transforms import STANDARDIZATIONS, standardize
 from jaxsgd.data.synthetic import (
     LinearRegressionTruth,
     linear_regression,
@@ -27,6 +29,7 @@ from jaxsgd.data.synthetic import (
 __all__ = [
     "DATASETS",
     "DataError",
+    "STANDARDIZATIONS",
     "Dataset",
     "LinearRegressionTruth",
     "check_dataset",
@@ -38,6 +41,7 @@ __all__ = [
     "load_dataset",
     "mnist1d",
     "mnist_idx",
+    "standardize",
     "read_idx",
     "teacher_student",
 ]

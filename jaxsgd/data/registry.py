@@ -5,7 +5,9 @@ from __future__ import annotations
 import inspect
 from typing import Any, Callable
 
+from jaxsgd.data import transforms
 from jaxsgd.data._dataset import DataError, Dataset
+from jaxsgd.data.transforms import STANDARDIZATIONS
 from jaxsgd.data.builtin import digits, mnist1d
 from jaxsgd.data.files import cifar10_binary, mnist_idx
 from jaxsgd.data.synthetic import linear_regression, teacher_student
@@ -22,12 +24,14 @@ LOADERS: dict[str, Callable[..., Dataset]] = {
 DATASETS: tuple[str, ...] = tuple(LOADERS)
 
 
-def load_dataset(name: str, **options: Any) -> Dataset:
+def load_dataset(name: str, standardize: str = "none", **options: Any) -> Dataset:
   """Loads the data set registered as `name` (one of `DATASETS`).
 
   Args:
     name: "mnist1d", "digits", "linear_regression", "teacher_student", "mnist" (needs
       `path=` to the IDX files) or "cifar10" (needs `path=` to the binary batches).
+    standardize: "none" (as loaded), "global" or "per_feature": inputs standardised with
+      training-set statistics (`jaxsgd.data.transforms`), for any data set.
     **options: keyword arguments of that data set's loader, e.g. `num_samples=1000` for "mnist1d".
 
   Raises:
@@ -51,4 +55,6 @@ def load_dataset(name: str, **options: Any) -> Dataset:
   ]
   if missing:
     raise DataError(f"dataset {name!r} needs option {', '.join(f'{p}=' for p in missing)}")
-  return loader(**options)
+  if standardize not in STANDARDIZATIONS:  # before loading anything
+    raise DataError(f"standardize: {standardize!r} is not one of {', '.join(STANDARDIZATIONS)}")
+  return transforms.standardize(loader(**options), standardize)

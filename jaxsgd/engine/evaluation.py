@@ -35,8 +35,9 @@ def evaluation_points(config: SweepConfig) -> np.ndarray:
     budget = config.budget
     points = {0, budget}
     every, log_points = config.eval_every, config.eval_log_points
-    if every is None and log_points == 0:
+    if every is None and log_points == 0 and not config.eval_points:
         every = max(1, budget // 16)
+    points.update(int(p) for p in config.eval_points)
     if every is not None:
         points.update(range(0, budget + 1, every))
     if log_points:
