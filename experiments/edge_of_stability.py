@@ -5,7 +5,7 @@ training loss rises (progressive sharpening) until it reaches ≈ 2/ε and then 
 SGD with the same ε it stays below 2/ε, lower for smaller batches.
 
 One sweep: MNIST-1D (1000 training examples), MLP 40-128-128-10 (tanh), trained on the squared
-error to one-hot targets as in Cohen et al. (with cross-entropy, λ_max decays once the training
+error to one-hot targets as in Cohen et al. (``loss="mse"``; with cross-entropy, λ_max decays once the training
 set is fitted: the margins grow and the softmax saturates, which hides the effect), plain SGD at
 constant learning rates, batch sizes 32, 128 and 1000 (= the whole training set: full-batch GD)
 × 3 learning rates, with ``lambda_max_probe`` measuring λ_max of the full training loss (a fixed
@@ -37,24 +37,17 @@ PRESETS = {
         config=jaxsgd.SweepConfig(
             data="mnist1d", data_options={"num_samples": 1250}, model="mlp",
             model_options={"width": 128, "depth": 2, "activation": "tanh"}, optimizer="sgd",
-            batch_sizes=(32, 128, 1000), budget=4000, budget_unit="steps", eval_every=200,
+            loss="mse", batch_sizes=(32, 128, 1000), budget=4000, budget_unit="steps", eval_every=200,
             grid=jaxsgd.Grid(learning_rate=(0.05, 0.1, 0.2), seed=(0,))),
         every=20, num_iterations=3),
     "quick": dict(
         config=jaxsgd.SweepConfig(
             data="mnist1d", data_options={"num_samples": 250}, model="mlp",
             model_options={"width": 16, "depth": 1, "activation": "tanh"}, optimizer="sgd",
-            batch_sizes=(20, 200), budget=200, budget_unit="steps", eval_every=50,
+            loss="mse", batch_sizes=(20, 200), budget=200, budget_unit="steps", eval_every=50,
             grid=jaxsgd.Grid(learning_rate=(0.2, 0.5), seed=(0,))),
         every=10, num_iterations=3),
 }
-
-
-def one_hot_regression(data: jaxsgd.Dataset) -> jaxsgd.Dataset:
-    """The classification set as regression on one-hot targets [N, C] (the MSE objective)."""
-    eye = np.eye(data.num_classes, dtype=np.float32)
-    return jaxsgd.from_arrays(data.x_train, eye[data.y_train], data.x_test, eye[data.y_test],
-                              num_classes=0, name=f"{data.name}-one-hot")
 
 
 def analyse(result) -> dict:
@@ -117,7 +110,7 @@ def main(argv=None) -> dict:
     args = experiment_args(__doc__, "edge_of_stability", ROOT, argv)
     preset, out, figure = PRESETS[args.preset], args.out, args.figure
     config = preset["config"]
-    data = one_hot_regression(jaxsgd.load_dataset(config.data, **dict(config.data_options)))
+    data = jaxsgd.load_dataset(config.data, **dict(config.data_options))
     if max(config.batch_sizes) != data.num_train:
         raise SystemExit(f"the largest batch size must be the training set "
                          f"({data.num_train} examples) for full-batch GD")

@@ -23,7 +23,7 @@ from pathlib import Path
 from typing import Any, Callable, Sequence
 
 from jaxsgd._util import signature_text
-from jaxsgd.config import (BUDGET_UNITS, OPTIMIZERS, SAMPLINGS, SCHEDULES, SCHEMA, ConfigError,
+from jaxsgd.config import (BUDGET_UNITS, LOSSES, OPTIMIZERS, SAMPLINGS, SCHEDULES, SCHEMA, ConfigError,
                            SweepConfig)
 from jaxsgd.hyperparams import HYPERPARAMETERS
 from jaxsgd.models.registry import FACTORIES, SHAPE_ARGUMENTS
@@ -49,6 +49,8 @@ _KEY_HELP = {
     "training.budget_unit": "'examples' (a run at batch size B takes budget // B steps) or "
                             "'steps' (optimizer steps)",
     "training.sampling": "'epoch' (shuffle each epoch) or 'replacement'",
+    "training.loss": "training loss; 'mse' on a classification set uses one-hot targets "
+                     "(default: cross_entropy for labels, mse for regression targets)",
     "training.divergence_factor": "a run diverges when its minibatch loss is non-finite or "
                                   "exceeds this multiple of its first one",
     "evaluation.every": "evaluate every this many budget units (default: 16 evaluations)",
@@ -64,6 +66,7 @@ _CHOICES = {
     "optimizer.name": OPTIMIZERS,
     "optimizer.schedule": SCHEDULES,
     "training.sampling": SAMPLINGS,
+    "training.loss": LOSSES,
     "training.budget_unit": BUDGET_UNITS,
     "target.metric": tuple(TARGET_METRICS),
 }

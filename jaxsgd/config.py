@@ -27,6 +27,7 @@ import numpy as np
 from jaxsgd.hyperparams import GRID_FIELDS, HYPERPARAMETERS, unused_reason
 from jaxsgd.targets import TARGET_METRICS
 
+LOSSES = ("cross_entropy", "mse")  # jaxsgd.losses
 OPTIMIZERS = ("sgd", "momentum", "nesterov", "adam", "adamw")
 SCHEDULES = ("constant", "cosine", "step")
 SAMPLINGS = ("epoch", "replacement")
@@ -87,6 +88,8 @@ class SweepConfig:
         If none is given, 16 evenly spaced evaluations.
     eval_train_examples: size of the fixed training subset used for train loss/accuracy (None: all).
     sampling: "epoch" (shuffle each epoch, without replacement) or "replacement".
+    loss: "cross_entropy" or "mse" (on one-hot targets for classification); None: by the data
+        set (cross-entropy for labels, mse for regression targets). ``jaxsgd.losses``.
     divergence_factor: a run is diverged at the first step whose minibatch loss is non-finite or
         exceeds this multiple of its first minibatch loss.
     target_metric / target_value: steps-to-target is the first evaluation step where the metric
@@ -113,6 +116,7 @@ class SweepConfig:
     eval_points: tuple[int, ...] = ()
     eval_train_examples: int | None = None
     sampling: str = "epoch"
+    loss: str | None = None
     divergence_factor: float = 10.0
     target_metric: str | None = None
     target_value: float | None = None
@@ -143,6 +147,7 @@ class SweepConfig:
                 "budget": self.budget,
                 "budget_unit": self.budget_unit,
                 "sampling": self.sampling,
+                "loss": self.loss,
                 "divergence_factor": self.divergence_factor,
             },
             "evaluation": {
@@ -181,6 +186,7 @@ SCHEMA: dict[str, dict[str, tuple[str, str]]] = {
         "budget": ("budget", "int"),
         "budget_unit": ("budget_unit", "str"),
         "sampling": ("sampling", "str"),
+        "loss": ("loss", "str"),
         "divergence_factor": ("divergence_factor", "float"),
     },
     "evaluation": {
@@ -289,6 +295,8 @@ def validate(config: SweepConfig, num_train: int | None = None) -> SweepConfig:
         _check(0 < b < 1, f"optimizer.decay_boundaries: {b!r} is not a fraction in (0, 1)")
     _check(c.sampling in SAMPLINGS,
            f"training.sampling: unknown sampling {c.sampling!r}; known: {', '.join(SAMPLINGS)}")
+    _check(c.loss in (None, *LOSSES),
+           f"training.loss: unknown loss {c.loss!r}; known: {', '.join(LOSSES)}")
     _check(c.budget_unit in BUDGET_UNITS,
            f"training.budget_unit: {c.budget_unit!r} is not one of {', '.join(BUDGET_UNITS)}")
     _check(len(c.batch_sizes) > 0, "training.batch_sizes: empty list; give at least one batch size")

@@ -4,6 +4,11 @@
     mse(predictions [B, K], targets [B, K])      = mean_i 1/2 sum_k (predictions_ik - targets_ik)^2
     accuracy(logits [B, C], labels [B] int)      = mean_i [argmax_c logits_ic == labels_i]
 
+The loss of a sweep is named in its configuration (``SweepConfig.loss``, TOML ``[training]
+loss``): "cross_entropy" (classification), or "mse" — on one-hot targets for classification
+(Cohen et al. 2021's squared error; accuracy is still reported), on the targets for regression.
+None chooses by the data set: cross-entropy for labels, mse for targets.
+
 `make_loss_fn(model, task)` gives the pure `loss_fn(params, (x, y)) -> scalar` that the
 measurement utilities (gradient noise scale, Hessian eigenvalues, ...) take.
 """
@@ -36,6 +41,12 @@ def mse(predictions: jax.Array, targets: jax.Array) -> jax.Array:
     return 0.5 * jnp.mean(jnp.sum(jnp.square(predictions - targets), axis=-1))
 
 
+def mse_one_hot(outputs: jax.Array, labels: jax.Array) -> jax.Array:
+    """``mse`` of outputs [B, C] against one-hot encoded integer labels [B]: [] (per example
+    ½ Σ_c (o_c − [c = y])²)."""
+    return mse(outputs, jax.nn.one_hot(labels, outputs.shape[-1], dtype=outputs.dtype))
+
+
 def accuracy(logits: jax.Array, labels: jax.Array) -> jax.Array:
     """Fraction of examples whose argmax logit is the label; logits [B, C], labels [B] -> []."""
     return jnp.mean(jnp.argmax(logits, axis=-1) == labels)
@@ -66,17 +77,37 @@ def regression_metrics(predictions: jax.Array, targets: jax.Array) -> dict[str, 
     return {"loss": mse(predictions, targets)}
 
 
+def squared_error_classification_metrics(outputs: jax.Array,
+                                         labels: jax.Array) -> dict[str, jax.Array]:
+    """{"loss": mse on one-hot targets, "accuracy"}; outputs [B, C], labels [B]."""
+    return {"loss": mse_one_hot(outputs, labels), "accuracy": accuracy(outputs, labels)}
+
+
 CLASSIFICATION = Task(loss=cross_entropy, metrics=classification_metrics, name="classification")
+SQUARED_ERROR_CLASSIFICATION = Task(loss=mse_one_hot, metrics=squared_error_classification_metrics,
+                                    name="classification")
 REGRESSION = Task(loss=mse, metrics=regression_metrics, name="regression")
+LOSSES = ("cross_entropy", "mse")  # also checked by jaxsgd.config (which imports no JAX)
 
 
-def task_for(num_classes: int) -> Task:
-    """Regression (mse) for `num_classes == 0`, classification (cross-entropy, accuracy) for > 0."""
+def task_for(num_classes: int, loss: str | None = None) -> Task:
+    """The task of a data set with ``num_classes`` (0: regression) trained with ``loss``.
+
+    None: cross-entropy for classification, mse for regression. "mse" on a classification set
+    is the squared error to one-hot targets (accuracy still reported); "cross_entropy" needs
+    class labels.
+    """
+    if num_classes < 0:
+        raise ValueError(f"num_classes must be >= 0 (0 means regression), got {num_classes}")
+    if loss not in (None, *LOSSES):
+        raise ValueError(f"loss: unknown loss {loss!r}; known: {', '.join(LOSSES)}")
     if num_classes == 0:
+        if loss == "cross_entropy":
+            raise ValueError("loss: 'cross_entropy' needs class labels, but the data set holds "
+                             "regression targets; use 'mse', or give from_arrays integer labels "
+                             "or num_classes")
         return REGRESSION
-    if num_classes > 0:
-        return CLASSIFICATION
-    raise ValueError(f"num_classes must be >= 0 (0 means regression), got {num_classes}")
+    return SQUARED_ERROR_CLASSIFICATION if loss == "mse" else CLASSIFICATION
 
 
 def make_loss_fn(model: Model, task: Task) -> Callable[[PyTree, Batch], jax.Array]:

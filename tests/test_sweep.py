@@ -334,3 +334,23 @@ momentum = 0.9
             assert rel_diff(leaf_a, leaf_b) < 1e-6
     np.testing.assert_allclose(configured.metrics.test_loss, by_hand.metrics.test_loss,
                                rtol=1e-5)
+
+
+def test_named_mse_loss_on_a_classification_set_equals_one_hot_regression(mnist1d_small):
+    config = small_config(batch_sizes=(16,), loss="mse")
+    named = run_sweep(config, data=mnist1d_small, progress=False)
+    eye = np.eye(10, dtype=np.float32)
+    d = mnist1d_small
+    one_hot = jaxsgd.from_arrays(d.x_train, eye[d.y_train], d.x_test, eye[d.y_test],
+                                 num_classes=0)
+    old = run_sweep(config.replace(loss=None), data=one_hot, progress=False)
+    for name in ("train_loss", "test_loss", "batch_loss"):
+        np.testing.assert_array_equal(named.metrics[name], old.metrics[name])
+    for a, b in zip(jax.tree.leaves(named.params[16]), jax.tree.leaves(old.params[16])):
+        np.testing.assert_array_equal(a, b)
+    assert "test_accuracy" in named.metrics  # still a classification task: accuracy reported
+    assert SweepConfig.from_dict(config.to_dict()).loss == "mse"
+    with pytest.raises(jaxsgd.ConfigError, match="training.loss: unknown loss 'hinge'"):
+        jaxsgd.validate(small_config(loss="hinge"))
+    with pytest.raises(jaxsgd.ConfigError, match="'cross_entropy' needs class labels"):
+        run_sweep(small_config(loss="cross_entropy"), data=one_hot, progress=False)

@@ -141,7 +141,7 @@ def _sharded(fn, mesh, in_axes: Sequence[int | None], donate: tuple[int, ...] = 
 def group_programs(spec: TrainSpec, model: Model, task: Task, probes: Sequence[Probe], mesh,
                    model_key: Any) -> GroupPrograms:
     """The group's programs for ``mesh``, cached on the static inputs."""
-    key = ("group", spec, model_key, task.name, tuple(probes), mesh)
+    key = ("group", spec, model_key, task, tuple(probes), mesh)
     if key not in _CACHE:
         trainer = make_trainer(spec, model.init, model.apply, task.loss, task.metrics,
                                tuple(probes))

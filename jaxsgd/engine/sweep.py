@@ -65,7 +65,10 @@ def prepare(config: SweepConfig, data: Dataset | None = None, model: Model | Non
     if config.eval_train_examples is not None and config.eval_train_examples > data.num_train:
         raise ConfigError(f"evaluation.train_examples: {config.eval_train_examples} is larger "
                           f"than the training set ({data.num_train} examples)")
-    task = task_for(data.num_classes)
+    try:
+        task = task_for(data.num_classes, config.loss)
+    except ValueError as e:
+        raise ConfigError(f"training.{e}") from None
     if task.name == "regression" and config.target_metric not in (None, "train_loss", "test_loss"):
         raise ConfigError(f"target.metric: {config.target_metric!r} needs accuracy, but "
                           f"{data.name!r} is a regression task; use train_loss or test_loss")
