@@ -280,7 +280,8 @@ def test_hyperparameter_swept_for_an_optimizer_that_ignores_it_is_refused():
 
 def test_a_published_protocol_from_configuration_equals_the_sweep_built_by_hand(tmp_path):
     """Momentum SGD, He-normal kernels, inputs standardised per feature with training-set
-    statistics, explicit evaluation points: configured in TOML, and built by hand."""
+    statistics, a named loss, explicit evaluation points: configured in TOML, and built by
+    hand."""
     import flax.linen as nn
 
     from jaxsgd.cli import read_config_and_probes
@@ -298,6 +299,7 @@ kernel_init = "he_normal"
 [optimizer]
 name = "momentum"
 [training]
+loss = "cross_entropy"
 batch_sizes = [16]
 budget = 20
 budget_unit = "steps"
