@@ -85,7 +85,7 @@ def test_regression_task_rejects_accuracy_target(no_compile):
     x = np.random.default_rng(0).normal(size=(64, 3)).astype(np.float32)
     with pytest.raises(ConfigError, match="target.metric"):
         run_sweep(config(target_metric="test_error", target_value=0.1),
-                  data=from_arrays(x, x[:, :1], x, x[:, :1]))
+                  data=from_arrays(x, x[:, :1], x, x[:, :1], num_classes=0))
 
 
 def test_config_from_dict_round_trip_and_errors():

@@ -433,7 +433,9 @@ def test_from_arrays_infers_task():
   ds = data.from_arrays(x_train, y_train, x_test, y_test)
   assert ds.task == "classification" and ds.num_classes == 3 and ds.name == "arrays"
 
-  reg = data.from_arrays(x_train, y_train * 0.5, x_test, y_test * 0.5, name="reg")
+  with pytest.raises(DataError, match="float64/float64 values.*pass num_classes=0"):
+    data.from_arrays(x_train, y_train * 0.5, x_test, y_test * 0.5)  # never silently regression
+  reg = data.from_arrays(x_train, y_train * 0.5, x_test, y_test * 0.5, num_classes=0, name="reg")
   assert reg.task == "regression" and reg.y_train.shape == (6, 1) and reg.num_outputs == 1
   assert reg.y_train.dtype == np.float32 and reg.name == "reg"
 
@@ -446,10 +448,10 @@ def test_from_arrays_infers_task():
   forced = data.from_arrays(x_train, y_train, x_test, y_test, num_classes=0)
   assert forced.task == "regression" and forced.y_test.shape == (4, 1)
 
-  multi = data.from_arrays(x_train, np.ones((6, 2)), x_test, np.ones((4, 2)))
+  multi = data.from_arrays(x_train, np.ones((6, 2)), x_test, np.ones((4, 2)), num_classes=0)
   assert multi.num_outputs == 2
   with pytest.raises(DataError, match="y_train has 2 regression outputs but y_test has 3"):
-    data.from_arrays(x_train, np.ones((6, 2)), x_test, np.ones((4, 3)))
+    data.from_arrays(x_train, np.ones((6, 2)), x_test, np.ones((4, 3)), num_classes=0)
 
 
 # ------------------------------------------------------------------------------------ load_dataset

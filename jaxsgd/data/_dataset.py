@@ -196,9 +196,10 @@ def from_arrays(
     x_train, x_test: inputs [N, *input_shape] and [M, *input_shape], any real dtype.
     y_train, y_test: integer labels [N] / [M] (classification), or targets [N] or [N, K]
       (regression; 1-D targets become [N, 1]).
-    num_classes: number of classes; 0 forces regression. When None it is inferred: integer-typed
-      1-D `y_train` means classification with `max(y_train, y_test) + 1` classes, anything else
-      regression.
+    num_classes: number of classes, or 0 for regression targets. When None: integer-typed 1-D
+      labels mean classification with `max(y_train, y_test) + 1` classes; float targets are
+      refused (say `num_classes=0` for regression, or give integer labels), so float labels
+      never silently make a regression task.
     name: label carried by the data set.
 
   Raises:
@@ -207,7 +208,12 @@ def from_arrays(
   y_train, y_test = np.asarray(y_train), np.asarray(y_test)
   if num_classes is None:
     integer_labels = y_train.dtype.kind in "iu" and y_train.ndim == 1 and y_test.dtype.kind in "iu"
-    if integer_labels and y_train.size and y_test.size:
+    if not integer_labels:
+      raise DataError(
+          f"y_train/y_test hold {y_train.dtype}/{y_test.dtype} values of shape "
+          f"{y_train.shape[1:]}: pass num_classes=0 for regression targets, or integer class "
+          "labels [N] (or num_classes=K) for classification")
+    if y_train.size and y_test.size:
       # At least 1, so all-negative labels are reported as out of range, not read as regression.
       num_classes = max(int(max(y_train.max(), y_test.max())) + 1, 1)
     else:
