@@ -321,3 +321,22 @@ def test_an_equinox_sweep_reloads_into_its_own_module(mnist1d_small, tmp_path):
     model = jaxsgd.Model(lambda key: eqx.filter(make(key), eqx.is_array),
                          lambda p, x: jax.vmap(eqx.combine(p, static))(x), "equinox mlp")
     _reload_check(model, mnist1d_small, tmp_path / "r")
+
+
+def test_probe_outputs_of_one_batch_size_on_their_own_step_axis(mnist1d_small):
+    c = config(batch_sizes=(16, 64), budget=2**10, budget_unit="examples", eval_every=2**9)
+    result = run_sweep(c, data=mnist1d_small, probes=(jaxsgd.gradient_norm(every=4),))
+    shared = result.metrics["gradient_norm_grad_norm"]
+    assert shared.sizes["gradient_norm_step"] == 16  # the union: 64 steps at B = 16, 16 at 64
+    assert np.isnan(shared.sel(batch_size=64).values).mean() > 0.7  # mostly NaN there
+    own = result.probe("gradient_norm_grad_norm", 64)
+    assert own.dims == ("learning_rate", "seed", "step")
+    np.testing.assert_array_equal(own["step"], [0, 4, 8, 12])
+    np.testing.assert_array_equal(own["examples"], [0, 256, 512, 768])
+    assert not np.isnan(own.values).any()
+    np.testing.assert_array_equal(own.sel(step=8).values,
+                                  shared.sel(batch_size=64, gradient_norm_step=8).values)
+    with pytest.raises(KeyError, match="evaluation metric, not a probe output"):
+        result.probe("test_loss", 64)
+    with pytest.raises(KeyError, match="probe outputs: gradient_norm_grad_norm"):
+        result.probe("grad_norm", 64)

@@ -43,6 +43,31 @@ class SweepResult:
     metrics: xr.Dataset
     params: dict[int, PyTree] = field(default_factory=dict)
 
+    def probe(self, name: str, batch_size: int) -> xr.DataArray:
+        """A probe output of one batch size on its own axis: [*grid dims, step, ...].
+
+        ``name`` is the variable (``"noise_scale_b_simple"``, ``"lambda_max_value"``). In
+        ``metrics`` every batch size shares one ``{probe}_step`` axis (the union of their
+        measurement steps, NaN where a batch size has none); here the axis holds only this
+        batch size's measurements, is named ``step`` (optimizer steps) and carries ``examples``
+        (= step × batch size), so ``.sel(step=...)`` and ``.sel(examples=...)`` work.
+        """
+        if name not in self.metrics:
+            probes = sorted(v for v in self.metrics.data_vars if any(
+                str(d).endswith("_step") and str(d) != "step" for d in self.metrics[v].dims))
+            raise KeyError(f"{name!r} is not a probe output of this sweep; probe outputs: "
+                           f"{', '.join(probes) or '(none)'}")
+        values = self.metrics[name].sel(batch_size=batch_size)
+        axis = next((d for d in values.dims if str(d).endswith("_step") and str(d) != "step"),
+                    None)
+        if axis is None:
+            raise KeyError(f"{name!r} is an evaluation metric, not a probe output: select "
+                           f"along {self.config.eval_dim!r}")
+        steps = values[axis].values
+        keep = steps < self.config.num_steps(batch_size)  # this group's measurement steps
+        values = values.isel({axis: np.flatnonzero(keep)}).rename({axis: "step"})
+        return values.assign_coords(examples=("step", values["step"].values * batch_size))
+
     def run_params(self, batch_size: int, **selection) -> PyTree:
         """Final parameters of the single run picked by ``selection`` (e.g. learning_rate=0.1);
         every grid dimension of the results must be given."""
