@@ -7,7 +7,6 @@ the functions that need it, so the command line's help stays free of JAX).
 from __future__ import annotations
 
 import hashlib
-import math
 import operator
 import os
 import tempfile
@@ -36,18 +35,6 @@ def check_int(name: str, value: Any, minimum: int = 1, maximum: int | None = Non
         bound = f">= {minimum}" if maximum is None else f"in [{minimum}, {maximum}]"
         suffix = f" ({unit})" if unit else ""
         raise ValueError(f"{name}: {value!r} is not an integer {bound}{suffix}")
-    return number
-
-
-def check_finite(name: str, value: Any, *, positive: bool = False) -> float:
-    """``value`` as a finite float (> 0 if ``positive``), or a ``ValueError`` naming it."""
-    try:
-        number = float(value) if not isinstance(value, (bool, str)) else math.nan
-    except (TypeError, ValueError):
-        number = math.nan
-    if not math.isfinite(number) or (positive and number <= 0):
-        raise ValueError(f"{name}: {value!r} is not a finite{' positive' if positive else ''} "
-                         "number")
     return number
 
 
@@ -138,10 +125,24 @@ def resolve(target: str) -> Any:
     return getattr(importlib.import_module(module), attribute)
 
 
-def signature_text(target: str, skip: tuple[str, ...] = ()) -> str:
-    """'a=1, b=2.0, path (required)' for the keyword arguments of the function named by
-    ``"jaxsgd.module:function"``, read from its source file *without importing it* (so the
-    command line's help text does not start JAX)."""
+def signature_text(target: str | Callable, skip: tuple[str, ...] = ()) -> str:
+    """'a=1, b=2.0, path (required)': the keyword arguments of a function, or of the function
+    named by ``"jaxsgd.module:function"``, read from its source file *without importing it*
+    (so the command line's help text does not start JAX)."""
+    if callable(target):
+        import inspect
+
+        pairs = [(name, None if p.default is p.empty else repr(p.default))
+                 for name, p in inspect.signature(target).parameters.items()]
+    else:
+        pairs = _source_arguments(target)
+    out = [f"{name} (required)" if default is None else f"{name}={default}"
+           for name, default in pairs if name not in skip]
+    return ", ".join(out) or "(none)"
+
+
+def _source_arguments(target: str) -> list[tuple[str, str | None]]:
+    """[(name, default source or None)] of the function ``"jaxsgd.module:function"``, by ast."""
     import ast
 
     module, _, name = target.partition(":")
@@ -156,10 +157,5 @@ def signature_text(target: str, skip: tuple[str, ...] = ()) -> str:
     positional = [*args.posonlyargs, *args.args]
     defaults = [None] * (len(positional) - len(args.defaults)) + list(args.defaults)
     pairs = [*zip(positional, defaults), *zip(args.kwonlyargs, args.kw_defaults)]
-    out = []
-    for arg, default in pairs:
-        if arg.arg in skip:
-            continue
-        out.append(f"{arg.arg} (required)" if default is None
-                   else f"{arg.arg}={ast.unparse(default)}")
-    return ", ".join(out) or "(none)"
+    return [(arg.arg, None if default is None else ast.unparse(default))
+            for arg, default in pairs]

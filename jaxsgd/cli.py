@@ -15,12 +15,11 @@ exactly the keys that ``SweepConfig.from_dict`` accepts.
 from __future__ import annotations
 
 import argparse
-import inspect
 import sys
 import textwrap
 import tomllib
 from pathlib import Path
-from typing import Any, Callable, Sequence
+from typing import Any, Sequence
 
 from jaxsgd._util import signature_text
 from jaxsgd.config import (BUDGET_UNITS, LOSSES, OPTIMIZERS, SAMPLINGS, SCHEDULES, SCHEMA, ConfigError,
@@ -74,19 +73,6 @@ _KIND_NAMES = {"bool": "true/false", "str": "string", "int": "integer", "float":
                "int_list": "list of integers", "float_list": "list of numbers"}
 
 
-def _signature_options(function: Callable, skip: Sequence[str] = ()) -> str:
-    """'a=1, b=2.0, path (required)' from a loader's keyword arguments."""
-    parts = []
-    for name, parameter in inspect.signature(function).parameters.items():
-        if name in skip:
-            continue
-        if parameter.default is inspect.Parameter.empty:
-            parts.append(f"{name} (required)")
-        else:
-            parts.append(f"{name}={parameter.default!r}")
-    return ", ".join(parts) or "(none)"
-
-
 _NO_BREAK = "\x00"  # a space that _wrap never breaks at
 
 
@@ -125,7 +111,7 @@ def schema_help() -> str:
               f"one of: {', '.join(STANDARDIZATIONS)} [default 'none': as loaded]", indent=23),
         "    <option> = value   keyword arguments of that data set's loader:",
     ]
-    lines += [_wrap(f"                         {name}: {_signature_options(f)}", indent=27)
+    lines += [_wrap(f"                         {name}: {signature_text(f)}", indent=27)
               for name, f in LOADERS.items()]
     lines += [
         "",

@@ -27,7 +27,7 @@ import numpy as np
 from jaxsgd.hyperparams import GRID_FIELDS, HYPERPARAMETERS, unused_reason
 from jaxsgd.targets import TARGET_METRICS
 
-LOSSES = ("cross_entropy", "mse")  # jaxsgd.losses
+LOSSES = ("cross_entropy", "mse")  # the named losses of jaxsgd.losses
 OPTIMIZERS = ("sgd", "momentum", "nesterov", "adam", "adamw")
 SCHEDULES = ("constant", "cosine", "step")
 SAMPLINGS = ("epoch", "replacement")

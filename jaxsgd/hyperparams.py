@@ -85,7 +85,6 @@ HYPERPARAMETERS: tuple[Hyperparameter, ...] = (
                    lambda v: isinstance(v, (int, np.integer)) and 0 <= v < 2**31,
                    "an integer in [0, 2^31)", role="seed"),
 )
-BY_NAME = {h.name: h for h in HYPERPARAMETERS}
 GRID_FIELDS = tuple(h.name for h in HYPERPARAMETERS)  # result-dimension order (seed last)
 TRACED = tuple(h.traced_name for h in HYPERPARAMETERS if not h.integer)
 OPTIMIZER_ARGS = tuple(h.traced_name for h in HYPERPARAMETERS if h.role == "optimizer")

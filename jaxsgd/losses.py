@@ -21,6 +21,7 @@ import jax
 import jax.numpy as jnp
 import optax
 
+from jaxsgd.config import LOSSES
 from jaxsgd.models import Model, PyTree
 
 Batch = tuple[jax.Array, jax.Array]
@@ -87,7 +88,6 @@ CLASSIFICATION = Task(loss=cross_entropy, metrics=classification_metrics, name="
 SQUARED_ERROR_CLASSIFICATION = Task(loss=mse_one_hot, metrics=squared_error_classification_metrics,
                                     name="classification")
 REGRESSION = Task(loss=mse, metrics=regression_metrics, name="regression")
-LOSSES = ("cross_entropy", "mse")  # also checked by jaxsgd.config (which imports no JAX)
 
 
 def task_for(num_classes: int, loss: str | None = None) -> Task:

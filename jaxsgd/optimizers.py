@@ -23,8 +23,8 @@ import jax
 import jax.numpy as jnp
 import optax
 
-from jaxsgd.hyperparams import (HYPERPARAMETERS, OPTIMIZER_ARGS, HParams,  # noqa: F401
-                                hparams, used_optimizer_args)
+from jaxsgd.hyperparams import (OPTIMIZER_ARGS, HParams, hparams,  # noqa: F401 (doctest)
+                                used_optimizer_args)
 
 
 def learning_rate_multiplier(
@@ -124,12 +124,11 @@ def make_optimizer(
                                         hparams.decay, boundaries)
         return hparams.learning_rate * mult
 
-    # Inject (trace) exactly the values this family reads; the others are not in its state.
+    # Inject (trace into the state) exactly the values this family reads; it ignores the others.
     names = used_optimizer_args(optimizer)
+    unused = {n: getattr(hparams, n) for n in OPTIMIZER_ARGS if n not in names}
 
     def factory(learning_rate, **values):
-        unused = {h.traced_name: float(h.traced(h.default[0])) for h in HYPERPARAMETERS
-                  if h.traced_name in OPTIMIZER_ARGS and h.traced_name not in values}
         return _family(optimizer, learning_rate, **values, **unused)
 
     # inject_hyperparams reads the factory's signature: name every injected value in it.

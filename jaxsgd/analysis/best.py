@@ -28,15 +28,19 @@ from typing import Any, NamedTuple
 import numpy as np
 import xarray as xr
 
+from jaxsgd.engine.results import grid_dims
+
 SEED_RULES = ("mean", "median")
 
 
 class Choice(NamedTuple):
     """The best point of each batch size: ``index`` [B] flat index into the search dims (−1:
-    none), ``score`` [B] its combined steps to target (inf: infeasible; 0 without a target)."""
+    none), ``score`` [B] its combined steps to target (inf: infeasible; 0 without a target),
+    ``scores`` [B, P] the combined steps of every point (NaN: not run)."""
 
     index: np.ndarray
     score: np.ndarray
+    scores: np.ndarray
 
 
 def check_seed_rule(seeds: str) -> str:
@@ -102,13 +106,11 @@ def choose(steps: np.ndarray | None, final: np.ndarray | None = None, *,
         if (steps is not None and np.isfinite(score[b, first])) or np.isfinite(
                 secondary[b, first]):
             index[b], best[b] = first, score[b, first]
-    return Choice(index, best)
+    return Choice(index, best, score)
 
 
 def search_dims(result: Any) -> list[str]:
     """Grid dimensions the best point is chosen over: every result grid dim except seed."""
-    from jaxsgd.engine.results import grid_dims
-
     return [d for d in grid_dims(result.config) if d != "seed"]
 
 

@@ -62,8 +62,7 @@ from matplotlib.figure import Figure
 from scipy.optimize import least_squares
 
 from jaxsgd._util import check_int
-from jaxsgd.analysis.best import (check_seed_rule, choose, combine_seeds, final_metric,
-                                  final_metric_name)
+from jaxsgd.analysis.best import check_seed_rule, choose, final_metric, final_metric_name
 from jaxsgd.engine.results import SweepResult
 from jaxsgd.style import COLUMN_WIDTH, save_figure, use_style
 from jaxsgd.targets import sweep_steps_to_target
@@ -202,10 +201,10 @@ def _estimate(values: np.ndarray, batch_sizes: np.ndarray, learning_rates: np.nd
     """Steps 1, 2 and 4 of the module docstring on [B, L, O, seed] steps (O: other dims) and
     the final metric in the same layout (or None)."""
     num_b, num_lr, num_o, num_s = values.shape
-    combined = combine_seeds(values, seeds)  # [B, L, O]
     choice = choose(values.reshape(num_b, -1, num_s),
                     None if final is None else final.reshape(num_b, -1, num_s),
                     higher_is_better=higher_is_better, seeds=seeds)
+    combined = choice.scores.reshape(num_b, num_lr, num_o)  # seed-combined steps
     best, steps = choice.index, np.where(choice.index >= 0, choice.score, np.inf)
     feasible = np.isfinite(steps)
     lr_index, other = np.divmod(np.maximum(best, 0), num_o)

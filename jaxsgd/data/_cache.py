@@ -26,15 +26,10 @@ from jaxsgd.data._dataset import Dataset, check_dataset
 PathLike = str | os.PathLike
 
 
-def default_cache_dir() -> str:
-  """`$JAXSGD_CACHE`, else `~/.cache/jaxsgd` (`jaxsgd.runtime.cache_folder`)."""
-  return cache_folder()
-
-
 def cache_path(generator: str, arguments: dict[str, Any], cache_dir: PathLike | None) -> str:
   """Path of the cache file for `generator` called with `arguments` (JSON-serialisable)."""
   if cache_dir is None:
-    folder = default_cache_dir()
+    folder = cache_folder()
   else:
     folder = os.path.expanduser(os.fspath(cache_dir))
   key = hashlib.sha256(_canonical_json(generator, arguments).encode()).hexdigest()[:16]

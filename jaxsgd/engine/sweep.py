@@ -250,9 +250,9 @@ def run_sweep(
     probes = tuple(probes)
     mesh = run_mesh(devices, max_size=config.grid.num_runs)
     folder, fingerprint = None, {}
+    params_shape = jax.eval_shape(model_obj.init, jax.random.key(0))  # one run's, for the folder
     if out is not None:
-        fingerprint = sweep_fingerprint(config.to_dict(), dataset,
-                                        jax.eval_shape(model_obj.init, jax.random.key(0)), probes)
+        fingerprint = sweep_fingerprint(config.to_dict(), dataset, params_shape, probes)
         folder = open_output(out, config, fingerprint, overwrite)
     hp, seeds = pad_runs(grid_hparams(config), padded_size(config.grid.num_runs, mesh))
     total = sum(config.num_steps(b) for b in config.batch_sizes)
@@ -265,8 +265,7 @@ def run_sweep(
     try:
         for batch_size in config.batch_sizes:
             if folder is not None and group_file(folder, batch_size).is_file():
-                ds, params[batch_size] = load_group(
-                    folder, batch_size, jax.eval_shape(model_obj.init, jax.random.key(0)))
+                ds, params[batch_size] = load_group(folder, batch_size, params_shape)
                 groups.append(ds)
                 sweep.progress.skip(config.num_steps(batch_size))
                 continue

@@ -15,11 +15,13 @@ Params: `{"Conv_0": {"kernel": [*window, C_in, C_out], "bias": [C_out]}, ..., "D
 
 from __future__ import annotations
 
+from typing import Callable
+
 import flax.linen as nn
 import jax
 
-from jaxsgd.models.model import (Model, activation_fn, check_shape, flatten_example,
-                                 from_module, kernel_initializer)
+from jaxsgd.models.model import (DEFAULT_KERNEL_INIT, Model, activation_fn, check_shape,
+                                 flatten_example, from_module, kernel_initializer)
 
 POOLINGS = ("max", "avg")
 
@@ -34,13 +36,11 @@ class CNN(nn.Module):
     dense_width: int = 64
     activation: str = "relu"
     pooling: str = "max"
-    kernel_init: str = "lecun_normal"
-    init_scale: float = 0.01
+    kernel_init: Callable = DEFAULT_KERNEL_INIT
 
     @nn.compact
     def __call__(self, x: jax.Array) -> jax.Array:
-        act = activation_fn(self.activation)
-        init = kernel_initializer(self.kernel_init, self.init_scale)
+        act, init = activation_fn(self.activation), self.kernel_init
         if len(self.input_shape) == 1:
             x = x[..., None]  # [B, L] -> [B, L, 1]
         num_spatial = 1 if len(self.input_shape) <= 2 else 2
@@ -87,7 +87,6 @@ def cnn(
     if len(input_shape) > 3:
         raise ValueError(f"cnn takes input_shape (L,), (L, C) or (H, W, C), got {input_shape}")
     activation_fn(activation)  # fail here, not at the first init
-    kernel_initializer(kernel_init, init_scale)
     if pooling not in POOLINGS:
         raise ValueError(f"unknown pooling {pooling!r}; known poolings: {', '.join(POOLINGS)}")
     channels = tuple(int(c) for c in channels)
@@ -99,8 +98,7 @@ def cnn(
         dense_width=int(dense_width),
         activation=activation,
         pooling=pooling,
-        kernel_init=kernel_init,
-        init_scale=float(init_scale),
+        kernel_init=kernel_initializer(kernel_init, init_scale),
     )
     size = "x".join(map(str, input_shape))
     conv = "-".join(map(str, channels))

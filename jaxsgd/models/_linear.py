@@ -7,11 +7,13 @@ regression; with squared error it is linear least squares.
 
 from __future__ import annotations
 
+from typing import Callable
+
 import flax.linen as nn
 import jax
 
-from jaxsgd.models.model import (Model, check_shape, flatten_example, from_module,
-                                 kernel_initializer)
+from jaxsgd.models.model import (DEFAULT_KERNEL_INIT, Model, check_shape, flatten_example,
+                                 from_module, kernel_initializer)
 
 
 class Linear(nn.Module):
@@ -19,13 +21,12 @@ class Linear(nn.Module):
 
     input_shape: tuple[int, ...]
     num_outputs: int
-    kernel_init: str = "lecun_normal"
-    init_scale: float = 0.01
+    kernel_init: Callable = DEFAULT_KERNEL_INIT
 
     @nn.compact
     def __call__(self, x: jax.Array) -> jax.Array:
-        init = kernel_initializer(self.kernel_init, self.init_scale)
-        return nn.Dense(self.num_outputs, kernel_init=init)(flatten_example(x, self.input_shape))
+        dense = nn.Dense(self.num_outputs, kernel_init=self.kernel_init)
+        return dense(flatten_example(x, self.input_shape))
 
 
 def linear(input_shape: tuple[int, ...], num_outputs: int, kernel_init: str = "lecun_normal",
@@ -34,8 +35,7 @@ def linear(input_shape: tuple[int, ...], num_outputs: int, kernel_init: str = "l
 
     ``kernel_init``/``init_scale``: the kernel initializer, as for ``mlp``."""
     input_shape = check_shape(input_shape, num_outputs)
-    kernel_initializer(kernel_init, init_scale)
     module = Linear(input_shape=input_shape, num_outputs=int(num_outputs),
-                    kernel_init=kernel_init, init_scale=float(init_scale))
+                    kernel_init=kernel_initializer(kernel_init, init_scale))
     size = "x".join(map(str, input_shape))
     return from_module(module, input_shape, name=f"linear({size}->{num_outputs})")

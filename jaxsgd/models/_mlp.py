@@ -8,12 +8,13 @@ model is `mlp((40,), 10, width=256, depth=2)`, i.e. 40-256-256-10 with ReLU: 78,
 from __future__ import annotations
 
 import math
+from typing import Callable
 
 import flax.linen as nn
 import jax
 
-from jaxsgd.models.model import (Model, activation_fn, check_shape, flatten_example,
-                                 from_module, kernel_initializer)
+from jaxsgd.models.model import (DEFAULT_KERNEL_INIT, Model, activation_fn, check_shape,
+                                 flatten_example, from_module, kernel_initializer)
 
 
 class MLP(nn.Module):
@@ -24,17 +25,15 @@ class MLP(nn.Module):
     width: int = 256
     depth: int = 2
     activation: str = "relu"
-    kernel_init: str = "lecun_normal"
-    init_scale: float = 0.01
+    kernel_init: Callable = DEFAULT_KERNEL_INIT
 
     @nn.compact
     def __call__(self, x: jax.Array) -> jax.Array:
         act = activation_fn(self.activation)
-        init = kernel_initializer(self.kernel_init, self.init_scale)
         h = flatten_example(x, self.input_shape)
         for _ in range(self.depth):
-            h = act(nn.Dense(self.width, kernel_init=init)(h))
-        return nn.Dense(self.num_outputs, kernel_init=init)(h)
+            h = act(nn.Dense(self.width, kernel_init=self.kernel_init)(h))
+        return nn.Dense(self.num_outputs, kernel_init=self.kernel_init)(h)
 
 
 def mlp(
@@ -63,7 +62,6 @@ def mlp(
     """
     input_shape = check_shape(input_shape, num_outputs)
     activation_fn(activation)  # fail here, not at the first init
-    kernel_initializer(kernel_init, init_scale)
     if width <= 0 or depth < 0:
         raise ValueError(f"need width > 0 and depth >= 0, got width={width}, depth={depth}")
     module = MLP(
@@ -72,8 +70,7 @@ def mlp(
         width=int(width),
         depth=int(depth),
         activation=activation,
-        kernel_init=kernel_init,
-        init_scale=float(init_scale),
+        kernel_init=kernel_initializer(kernel_init, init_scale),
     )
     sizes = [str(math.prod(input_shape))] + [str(width)] * depth + [str(num_outputs)]
     init = "" if kernel_init == "lecun_normal" else f", {kernel_init}"

@@ -60,6 +60,9 @@ INITIALIZERS: dict[str, Callable[[float], Callable]] = {
 }
 
 
+DEFAULT_KERNEL_INIT = nn.initializers.lecun_normal()  # flax's own Dense/Conv default
+
+
 def kernel_initializer(name: str, scale: float = 0.01) -> Callable:
     """The flax initializer called ``name`` (one of ``INITIALIZERS``); ``scale`` is the standard
     deviation of "normal" and "truncated_normal" (the others scale with the fan: LeCun 1/fan_in,
