@@ -44,7 +44,7 @@ def per_example_costs(batch_size: int, data) -> dict[str, float]:
     plain = jax.jit(jax.vmap(jax.value_and_grad(loss_fn), in_axes=(0, None)))
     out = {"gradient": time_call(plain, params, batch)}
     for method in ("layers", "vmap"):
-        fn = jax.jit(jax.vmap(lambda p, b, m=method: value_grad_and_example_norms(loss_fn, p, b, m),
+        fn = jax.jit(jax.vmap(lambda p, b, m=method: value_grad_and_example_norms(loss_fn, p, b, method=m),
                               in_axes=(0, None)))
         out[method] = time_call(fn, params, batch)
     return out

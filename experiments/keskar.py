@@ -62,7 +62,7 @@ PRESETS = {
 
 def interpolation_curves(result, small: int, large: int, alphas, seed: int) -> dict:
     """Loss and accuracy on the training and test sets along θ_small → θ_large (one seed)."""
-    data, model, task = prepare(result.config)
+    _, data, model, task, _ = prepare(result.config)
     lr = float(result.metrics.learning_rate[0])
     theta_small = result.run_params(small, learning_rate=lr, seed=seed)
     theta_large = result.run_params(large, learning_rate=lr, seed=seed)

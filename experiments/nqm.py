@@ -76,7 +76,7 @@ def monte_carlo_check(num_runs: int):
     kw = {k: np.array([v[1].get(k, 0.0) for v in CHECK.values()])
           for k in ("momentum", "averaging", "precondition")}
     exact = nqm_expected_loss(nqm, CHECK_STEPS, lr, 2.0, **kw)
-    mc = nqm_monte_carlo(nqm, CHECK_STEPS, lr, 2.0, jax.random.key(0), num_runs=num_runs, **kw)
+    mc = nqm_monte_carlo(nqm, CHECK_STEPS, lr, 2.0, key=jax.random.key(0), num_runs=num_runs, **kw)
     return exact, mc
 
 

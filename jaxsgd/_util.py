@@ -38,6 +38,21 @@ def check_int(name: str, value: Any, minimum: int = 1, maximum: int | None = Non
     return number
 
 
+USER_PART = "user:"  # prefix of the recorded name of a user's own optimizer or loss
+
+
+def user_part_name(part: Callable) -> str:
+    """The name a user's own part (optimizer factory, loss) is recorded under in a sweep's
+    configuration: ``"user:"`` + its qualified name (``user:lion``, ``user:<lambda>``)."""
+    name = getattr(part, "__qualname__", None) or type(part).__qualname__
+    return USER_PART + name
+
+
+def is_user_part(name: Any) -> bool:
+    """Whether a configured optimizer or loss name records a user's own part."""
+    return isinstance(name, str) and name.startswith(USER_PART)
+
+
 def key_name(entry: Any) -> str:
     """The plain name of one pytree path entry: a dict key, a sequence index, an attribute."""
     for attribute in ("key", "idx", "name"):

@@ -269,7 +269,7 @@ def _sweep(args: argparse.Namespace) -> int:
     # data set, model (ValueError from make_model). Errors later on are bugs and keep their
     # traceback, except those of the results folder.
     try:
-        data, _, _ = prepare(config)
+        data = prepare(config).data
     except ValueError as e:  # ConfigError, DataError, model errors
         raise _InputError(f"{args.config}: {e}") from None
     try:

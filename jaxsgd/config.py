@@ -24,6 +24,7 @@ from typing import Any, Mapping
 
 import numpy as np
 
+from jaxsgd._util import is_user_part
 from jaxsgd.hyperparams import GRID_FIELDS, HYPERPARAMETERS, unused_reason
 from jaxsgd.targets import TARGET_METRICS
 
@@ -80,6 +81,8 @@ Grid.__doc__ = ("Values swept across runs; the sweep is their Cartesian product.
 class SweepConfig:
     """Static description of a sweep (see module docstring).
 
+    optimizer: a built-in family (``OPTIMIZERS``; ``jaxsgd.optimizers``). A sweep given the
+        user's own factory (``run_sweep(optimizer=...)``) records it as "user:NAME".
     budget: training length per run, in ``budget_unit`` ("examples" seen or optimizer "steps").
         With examples, a run at batch size B takes budget // B steps.
     eval_every / eval_log_points / eval_points: evaluation schedule in ``budget_unit``: every k
@@ -89,7 +92,8 @@ class SweepConfig:
     eval_train_examples: size of the fixed training subset used for train loss/accuracy (None: all).
     sampling: "epoch" (shuffle each epoch, without replacement) or "replacement".
     loss: "cross_entropy" or "mse" (on one-hot targets for classification); None: by the data
-        set (cross-entropy for labels, mse for regression targets). ``jaxsgd.losses``.
+        set (cross-entropy for labels, mse for regression targets). ``jaxsgd.losses``. A sweep
+        given the user's own loss (``run_sweep(loss=...)``) records it as "user:NAME".
     divergence_factor: a run is diverged at the first step whose minibatch loss is non-finite or
         exceeds this multiple of its first minibatch loss.
     target_metric / target_value: steps-to-target is the first evaluation step where the metric
@@ -287,16 +291,18 @@ def validate(config: SweepConfig, num_train: int | None = None) -> SweepConfig:
     ``jaxsgd.models``), before compilation.
     """
     c = config
-    _check(c.optimizer in OPTIMIZERS,
-           f"optimizer.name: unknown optimizer {c.optimizer!r}; known: {', '.join(OPTIMIZERS)}")
+    _check(c.optimizer in OPTIMIZERS or is_user_part(c.optimizer),
+           f"optimizer.name: unknown optimizer {c.optimizer!r}; known: {', '.join(OPTIMIZERS)} "
+           f"(or pass your own to run_sweep(optimizer=...))")
     _check(c.schedule in SCHEDULES,
            f"optimizer.schedule: unknown schedule {c.schedule!r}; known: {', '.join(SCHEDULES)}")
     for b in c.decay_boundaries:
         _check(0 < b < 1, f"optimizer.decay_boundaries: {b!r} is not a fraction in (0, 1)")
     _check(c.sampling in SAMPLINGS,
            f"training.sampling: unknown sampling {c.sampling!r}; known: {', '.join(SAMPLINGS)}")
-    _check(c.loss in (None, *LOSSES),
-           f"training.loss: unknown loss {c.loss!r}; known: {', '.join(LOSSES)}")
+    _check(c.loss in (None, *LOSSES) or is_user_part(c.loss),
+           f"training.loss: unknown loss {c.loss!r}; known: {', '.join(LOSSES)} "
+           f"(or pass your own to run_sweep(loss=...))")
     _check(c.budget_unit in BUDGET_UNITS,
            f"training.budget_unit: {c.budget_unit!r} is not one of {', '.join(BUDGET_UNITS)}")
     _check(len(c.batch_sizes) > 0, "training.batch_sizes: empty list; give at least one batch size")

@@ -18,6 +18,8 @@ from typing import Any, Callable, NamedTuple
 
 import numpy as np
 
+from jaxsgd._util import is_user_part
+
 _ADAM = ("adam", "adamw")
 
 
@@ -90,12 +92,23 @@ TRACED = tuple(h.traced_name for h in HYPERPARAMETERS if not h.integer)
 OPTIMIZER_ARGS = tuple(h.traced_name for h in HYPERPARAMETERS if h.role == "optimizer")
 
 # The traced values of one run: float32 scalars ([runs] when vmapped), fields ``TRACED``.
-HParams = NamedTuple("HParams", [(name, Any) for name in TRACED])
-HParams.__doc__ = ("Traced hyperparameters of one run (float32 scalars; [runs] when vmapped): "
-                   + "; ".join(f"{h.traced_name}: {h.doc}" + (" (as 1 − value)" if h.complement
-                                                              else "")
-                               for h in HYPERPARAMETERS if not h.integer)
-                   + ". Build with ``hparams(...)``.")
+_HParamsFields = NamedTuple("_HParamsFields", [(name, Any) for name in TRACED])
+
+
+def _complement(name: str) -> property:
+    return property(lambda self: 1 - getattr(self, f"one_minus_{name}"),
+                    doc=f"{name} = 1 − one_minus_{name} (read-only; traced as its complement)")
+
+
+HParams = type("HParams", (_HParamsFields,), {
+    "__slots__": (), "__module__": __name__,
+    "__doc__": ("Traced hyperparameters of one run (float32 scalars; [runs] when vmapped): "
+                + "; ".join(f"{h.traced_name}: {h.doc}" + (" (as 1 − value)" if h.complement
+                                                           else "")
+                            for h in HYPERPARAMETERS if not h.integer)
+                + ". A complement is also readable by its name (``hp.b2``). Build with "
+                  "``hparams(...)``."),
+    **{h.name: _complement(h.name) for h in HYPERPARAMETERS if h.complement}})
 
 
 def hparams(**values: Any) -> HParams:
@@ -130,6 +143,6 @@ def used_optimizer_args(optimizer: str) -> tuple[str, ...]:
 def unused_reason(h: Hyperparameter, optimizer: str, schedule: str) -> str | None:
     """Why sweeping ``h`` is pointless with this optimizer and schedule, or None if it is used."""
     chosen = optimizer if h.role == "optimizer" else schedule
-    if h.used_by is None or chosen in h.used_by:
+    if h.used_by is None or chosen in h.used_by or is_user_part(chosen):  # a user's: reads any
         return None
     return f"{h.role} {chosen!r} does not use {h.name}; it is used by {', '.join(h.used_by)}"

@@ -9,18 +9,24 @@ loss``): "cross_entropy" (classification), or "mse" — on one-hot targets for c
 (Cohen et al. 2021's squared error; accuracy is still reported), on the targets for regression.
 None chooses by the data set: cross-entropy for labels, mse for targets.
 
+A user's own loss is a function ``loss(outputs [B, K], targets [B, ...]) -> [B]`` of
+per-example losses (``run_sweep(loss=...)``, ``task_for(num_classes, loss)``); the sweep
+minimises their mean and reports it as "loss" (with accuracy for classification).
+
 `make_loss_fn(model, task)` gives the pure `loss_fn(params, (x, y)) -> scalar` that the
 measurement utilities (gradient noise scale, Hessian eigenvalues, ...) take.
 """
 
 from __future__ import annotations
 
-from typing import Callable, NamedTuple
+from dataclasses import dataclass
+from typing import Callable, NamedTuple, Union
 
 import jax
 import jax.numpy as jnp
 import optax
 
+from jaxsgd._util import is_user_part
 from jaxsgd.config import LOSSES
 from jaxsgd.models import Model, PyTree
 
@@ -90,15 +96,52 @@ SQUARED_ERROR_CLASSIFICATION = Task(loss=mse_one_hot, metrics=squared_error_clas
 REGRESSION = Task(loss=mse, metrics=regression_metrics, name="regression")
 
 
-def task_for(num_classes: int, loss: str | None = None) -> Task:
+# A user's own loss: outputs [B, K], targets [B, ...] -> per-example losses [B].
+PerExampleLoss = Callable[[jax.Array, jax.Array], jax.Array]
+
+
+@dataclass(frozen=True)
+class _MeanOf:
+    """The mean over examples of a user's per-example loss (hashable by the loss, so sweeps
+    with the same loss share compiled programs)."""
+
+    loss: PerExampleLoss
+
+    def __call__(self, outputs: jax.Array, targets: jax.Array) -> jax.Array:
+        return jnp.mean(self.loss(outputs, targets))
+
+
+@dataclass(frozen=True)
+class _UserMetrics:
+    """{"loss": mean user loss} (+ "accuracy" for classification)."""
+
+    loss: _MeanOf
+    classification: bool
+
+    def __call__(self, outputs: jax.Array, targets: jax.Array) -> dict[str, jax.Array]:
+        out = {"loss": self.loss(outputs, targets)}
+        if self.classification:
+            out["accuracy"] = accuracy(outputs, targets)
+        return out
+
+
+def task_for(num_classes: int, loss: Union[str, PerExampleLoss, None] = None) -> Task:
     """The task of a data set with ``num_classes`` (0: regression) trained with ``loss``.
 
     None: cross-entropy for classification, mse for regression. "mse" on a classification set
     is the squared error to one-hot targets (accuracy still reported); "cross_entropy" needs
-    class labels.
+    class labels. A callable is the user's own per-example loss ``loss(outputs, targets) ->
+    [B]``: the task minimises its mean (accuracy reported for classification).
     """
     if num_classes < 0:
         raise ValueError(f"num_classes must be >= 0 (0 means regression), got {num_classes}")
+    if callable(loss):
+        mean = _MeanOf(loss)
+        return Task(loss=mean, metrics=_UserMetrics(mean, num_classes > 0),
+                    name="classification" if num_classes else "regression")
+    if is_user_part(loss):
+        raise ValueError(f"loss: {loss!r} was the user's own loss; pass the function itself "
+                         f"(loss=...)")
     if loss not in (None, *LOSSES):
         raise ValueError(f"loss: unknown loss {loss!r}; known: {', '.join(LOSSES)}")
     if num_classes == 0:

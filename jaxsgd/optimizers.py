@@ -17,7 +17,7 @@ linear warm-up over ``warmup × total_steps`` steps, then
 from __future__ import annotations
 
 import inspect
-from typing import Sequence
+from typing import Callable, Sequence, Union
 
 import jax
 import jax.numpy as jnp
@@ -25,6 +25,11 @@ import optax
 
 from jaxsgd.hyperparams import (OPTIMIZER_ARGS, HParams, hparams,  # noqa: F401 (doctest)
                                 used_optimizer_args)
+
+
+# A user's own optimizer: the optax transformation of one run from its traced hyperparameters,
+# e.g. ``lambda hp: optax.lion(hp.learning_rate, b1=hp.momentum)``.
+OptimizerFactory = Callable[[HParams], optax.GradientTransformation]
 
 
 def learning_rate_multiplier(
@@ -106,7 +111,7 @@ def _family(optimizer: str, learning_rate, momentum, one_minus_b2, eps,
 
 
 def make_optimizer(
-    optimizer: str,
+    optimizer: Union[str, OptimizerFactory],
     hparams: HParams,
     total_steps: int,
     schedule: str = "constant",
@@ -114,15 +119,32 @@ def make_optimizer(
 ) -> optax.GradientTransformation:
     """optax optimizer of one run; static family/schedule, traced ``hparams``.
 
+    ``optimizer`` is a built-in family's name (``jaxsgd.config.OPTIMIZERS``) or a user's own
+    factory ``hp -> optax.GradientTransformation``. The factory is called with the run's
+    ``HParams`` whose ``learning_rate`` is the *scheduled* rate of the current step (peak ×
+    schedule multiplier, a traced scalar; ``optax.inject_hyperparams`` re-calls the factory each
+    step, so the factory must give the same state structure for every rate); every other field
+    is the run's traced grid value, read as the factory likes (``hp.momentum``, ``hp.b2``,
+    ``hp.weight_decay``, ...). Built-in families add coupled L2 weight decay themselves; a
+    factory applies ``hp.weight_decay`` only if it reads it.
+
     Example:
         >>> hp = hparams(learning_rate=0.1, momentum=0.9)
         >>> tx = make_optimizer("momentum", hp, total_steps=100)
+        >>> lion = make_optimizer(lambda hp: optax.lion(hp.learning_rate, b1=hp.momentum), hp,
+        ...                       total_steps=100)
     """
 
     def lr(count):
         mult = learning_rate_multiplier(count, total_steps, schedule, hparams.warmup,
                                         hparams.decay, boundaries)
         return hparams.learning_rate * mult
+
+    if callable(optimizer):
+        def user(learning_rate):
+            return optimizer(hparams._replace(learning_rate=learning_rate))
+
+        return optax.inject_hyperparams(user)(learning_rate=lr)
 
     # Inject (trace into the state) exactly the values this family reads; it ignores the others.
     names = used_optimizer_args(optimizer)

@@ -37,11 +37,13 @@ def plain_sgd_run(model, loss, data, seed, learning_rate, batch_size, num_steps,
         updates, opt_state = tx.update(grads, opt_state, params)
         return optax.apply_updates(params, updates), opt_state, value
 
-    losses, diverged_step, first = [], -1, None
+    losses, diverged_step, first, perms = [], -1, None, {}
     for t in range(num_steps):
         epoch, pos = divmod(t, per_epoch)
-        perm = jax.random.permutation(jax.random.fold_in(k_data, epoch), n)
-        idx = perm[pos * batch_size:(pos + 1) * batch_size]
+        if epoch not in perms:  # one permutation per epoch
+            perms = {epoch: np.asarray(jax.random.permutation(jax.random.fold_in(k_data, epoch),
+                                                              n))}
+        idx = perms[epoch][pos * batch_size:(pos + 1) * batch_size]
         new_params, new_state, value = step(params, opt_state, idx)
         value = float(value)
         losses.append(value)

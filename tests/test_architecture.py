@@ -160,3 +160,28 @@ def test_every_public_name_is_importable_from_the_package():
         assert getattr(jaxsgd, name) is not None, name
     with pytest.raises(AttributeError, match="no attribute 'nonexistent'"):
         jaxsgd.nonexistent  # noqa: B018
+
+
+def test_measurement_functions_share_one_argument_convention():
+    """What is measured is positional — (loss_fn, params, batch), then an operand such as
+    hvp's vector — and every option is a keyword, the random key included (issue 12)."""
+    import inspect
+
+    import jaxsgd
+
+    positional = (inspect.Parameter.POSITIONAL_ONLY, inspect.Parameter.POSITIONAL_OR_KEYWORD)
+    checked = 0
+    for name in jaxsgd.__all__:
+        fn = getattr(jaxsgd, name)
+        if not inspect.isfunction(fn):
+            continue
+        parameters = inspect.signature(fn).parameters
+        if "key" in parameters:
+            assert parameters["key"].kind is inspect.Parameter.KEYWORD_ONLY, name
+        names = [n for n, p in parameters.items() if p.kind in positional]
+        if names[:1] == ["loss_fn"]:
+            assert names[:3] == ["loss_fn", "params", "batch"], (name, names)
+            operands = [parameters[n] for n in names[3:]]  # required, never an option
+            assert all(p.default is inspect.Parameter.empty for p in operands), (name, names)
+            checked += 1
+    assert checked >= 15

@@ -47,16 +47,16 @@ def mlp_params(rng, runs):
 
 
 ESTIMATES = {  # name: estimate(params, batch, key) for one run's params
-    "largest": lambda p, b, k: top_hessian_eigenvalues(mlp_loss, p, b, 3, k, num_iterations=80),
-    "smallest": lambda p, b, k: top_hessian_eigenvalues(mlp_loss, p, b, 2, k, num_iterations=80,
+    "largest": lambda p, b, k: top_hessian_eigenvalues(mlp_loss, p, b, k=3, key=k, num_iterations=80),
+    "smallest": lambda p, b, k: top_hessian_eigenvalues(mlp_loss, p, b, k=2, key=k, num_iterations=80,
                                                         which="smallest"),
-    "power": lambda p, b, k: top_hessian_eigenvalues(mlp_loss, p, b, 3, k, num_iterations=1000,
+    "power": lambda p, b, k: top_hessian_eigenvalues(mlp_loss, p, b, k=3, key=k, num_iterations=1000,
                                                      method="power"),
-    "blocks": lambda p, b, k: block_top_hessian_eigenvalues(mlp_loss, p, b, k, k=2,
+    "blocks": lambda p, b, k: block_top_hessian_eigenvalues(mlp_loss, p, b, key=k, k=2,
                                                             num_iterations=60),
-    "trace_16": lambda p, b, k: hessian_trace(mlp_loss, p, b, k, 16),
-    "trace_256": lambda p, b, k: hessian_trace(mlp_loss, p, b, k, 256),
-    "spectrum": lambda p, b, k: hessian_spectrum(mlp_loss, p, b, k, 40, 32),
+    "trace_16": lambda p, b, k: hessian_trace(mlp_loss, p, b, key=k, num_probes=16),
+    "trace_256": lambda p, b, k: hessian_trace(mlp_loss, p, b, key=k, num_probes=256),
+    "spectrum": lambda p, b, k: hessian_spectrum(mlp_loss, p, b, key=k, num_steps=40, num_probes=32),
     "hvp": lambda p, b, k: hvp(mlp_loss, p, b, p),
     "hvp_16": lambda p, b, k: hvp(mlp_loss, p, b, p, slice_size=16),  # 2 slices + 8 more
 }
@@ -220,13 +220,13 @@ def test_diagonal_quadratic_eigenvalues_trace_and_spectrum_are_exact():
         def measure(params, batch):
             loss_fn = quadratic_loss(jnp.asarray(lam))
             return (
-                top_hessian_eigenvalues(loss_fn, params, batch, 3, KEY, num_iterations=30),
-                top_hessian_eigenvalues(loss_fn, params, batch, 2, KEY, num_iterations=30,
+                top_hessian_eigenvalues(loss_fn, params, batch, k=3, key=KEY, num_iterations=30),
+                top_hessian_eigenvalues(loss_fn, params, batch, k=2, key=KEY, num_iterations=30,
                                         which="smallest"),
-                top_hessian_eigenvalues(loss_fn, params, batch, 3, KEY, num_iterations=200,
+                top_hessian_eigenvalues(loss_fn, params, batch, k=3, key=KEY, num_iterations=200,
                                         method="power"),
-                hessian_trace(loss_fn, params, batch, KEY, 8),
-                hessian_spectrum(quadratic_loss(jnp.asarray(steps)), params, batch, KEY, 3, 4))
+                hessian_trace(loss_fn, params, batch, key=KEY, num_probes=8),
+                hessian_spectrum(quadratic_loss(jnp.asarray(steps)), params, batch, key=KEY, num_steps=3, num_probes=4))
 
         largest, smallest, power, trace, spectrum = jax.tree.map(
             np.asarray, jit(measure)(quadratic_params(30), jnp.ones(4)))
@@ -243,29 +243,29 @@ def test_diagonal_quadratic_eigenvalues_trace_and_spectrum_are_exact():
 
 
 @pytest.mark.parametrize("call, message", [
-    (lambda l, p, b, k: top_hessian_eigenvalues(l, p, b, 0, k), "k: 0 is not an integer in [1, 30]"),
-    (lambda l, p, b, k: top_hessian_eigenvalues(l, p, b, 31, k), "k: 31 is not an integer in [1, 30]"),
-    (lambda l, p, b, k: top_hessian_eigenvalues(l, p, b, 3, k, num_iterations=2),
+    (lambda l, p, b, k: top_hessian_eigenvalues(l, p, b, k=0, key=k), "k: 0 is not an integer in [1, 30]"),
+    (lambda l, p, b, k: top_hessian_eigenvalues(l, p, b, k=31, key=k), "k: 31 is not an integer in [1, 30]"),
+    (lambda l, p, b, k: top_hessian_eigenvalues(l, p, b, k=3, key=k, num_iterations=2),
      "num_iterations: 2 is not an integer in [3, 30]"),
-    (lambda l, p, b, k: top_hessian_eigenvalues(l, p, b, 3, k, num_iterations=31),
+    (lambda l, p, b, k: top_hessian_eigenvalues(l, p, b, k=3, key=k, num_iterations=31),
      "num_iterations: 31 is not an integer in [3, 30]"),
-    (lambda l, p, b, k: top_hessian_eigenvalues(l, p, b, 1, k, method="arnoldi"),
+    (lambda l, p, b, k: top_hessian_eigenvalues(l, p, b, k=1, key=k, method="arnoldi"),
      "method must be one of"),
-    (lambda l, p, b, k: top_hessian_eigenvalues(l, p, b, 1, k, which="middle"),
+    (lambda l, p, b, k: top_hessian_eigenvalues(l, p, b, k=1, key=k, which="middle"),
      "which must be one of"),
-    (lambda l, p, b, k: top_hessian_eigenvalues(l, p, b, 1, k, method="power",
+    (lambda l, p, b, k: top_hessian_eigenvalues(l, p, b, k=1, key=k, method="power",
                                                 which="smallest"), "needs method='lanczos'"),
-    (lambda l, p, b, k: top_hessian_eigenvalues(l, p, b, 1, k, tol=0.0), "tol must be"),
-    (lambda l, p, b, k: top_hessian_eigenvalues(l, p, b, 1.5, k), "k: 1.5 is not an integer in [1, 30]"),
+    (lambda l, p, b, k: top_hessian_eigenvalues(l, p, b, k=1, key=k, tol=0.0), "tol must be"),
+    (lambda l, p, b, k: top_hessian_eigenvalues(l, p, b, k=1.5, key=k), "k: 1.5 is not an integer in [1, 30]"),
     (lambda l, p, b, k: hvp(l, p, b, p, slice_size=0), "slice_size: 0 is not an integer >= 1"),
-    (lambda l, p, b, k: hessian_trace(l, p, b, k, 0), "num_probes: 0 is not an integer >= 1"),
-    (lambda l, p, b, k: hessian_spectrum(l, p, b, k, 0, 4), "num_steps: 0 is not an integer in [1, 30]"),
-    (lambda l, p, b, k: hessian_spectrum(l, p, b, k, 31, 4), "num_steps: 31 is not an integer in [1, 30]"),
-    (lambda l, p, b, k: hessian_spectrum(l, p, b, k, 4, 4, sigma=-1.0), "sigma must be"),
-    (lambda l, p, b, k: hessian_spectrum(l, p, b, k, 4, 4, grid=1), "grid: 1 is not an integer >= 2"),
-    (lambda l, p, b, k: block_top_hessian_eigenvalues(l, p, b, k, k=7),
+    (lambda l, p, b, k: hessian_trace(l, p, b, key=k, num_probes=0), "num_probes: 0 is not an integer >= 1"),
+    (lambda l, p, b, k: hessian_spectrum(l, p, b, key=k, num_steps=0, num_probes=4), "num_steps: 0 is not an integer in [1, 30]"),
+    (lambda l, p, b, k: hessian_spectrum(l, p, b, key=k, num_steps=31, num_probes=4), "num_steps: 31 is not an integer in [1, 30]"),
+    (lambda l, p, b, k: hessian_spectrum(l, p, b, key=k, num_steps=4, num_probes=4, sigma=-1.0), "sigma must be"),
+    (lambda l, p, b, k: hessian_spectrum(l, p, b, key=k, num_steps=4, num_probes=4, grid=1), "grid: 1 is not an integer >= 2"),
+    (lambda l, p, b, k: block_top_hessian_eigenvalues(l, p, b, key=k, k=7),
      "k: 7 is not an integer in [1, 6] (the size of block 'b')"),
-    (lambda l, p, b, k: block_top_hessian_eigenvalues(l, {"w": jnp.ones(3)}, b, k),
+    (lambda l, p, b, k: block_top_hessian_eigenvalues(l, {"w": jnp.ones(3)}, b, key=k),
      "single array"),
 ])
 def test_bad_input_raises_a_clear_value_error(call, message):

@@ -35,15 +35,17 @@ def test_gram_and_bootstrap_estimates_match_the_exact_estimators():
     def loss_fn(p, b):
         return cross_entropy(model.apply(p, b[0]), b[1])
 
-    _, _, fused = jax.jit(lambda p, b: example_gradient_gram(loss_fn, p, b, "layers"))(
+    _, _, fused = jax.jit(lambda p, b: example_gradient_gram(loss_fn, p, b, method="layers"))(
         params, (x, y))
     grad = jax.jit(jax.grad(loss_fn))
     grads = [grad(params, (x[i:i + 1], y[i:i + 1])) for i in range(24)]
     flat = np.stack([np.concatenate([np.ravel(leaf) for leaf in jax.tree.leaves(g)])
                      for g in grads]).astype(np.float64)
     np.testing.assert_allclose(np.asarray(fused), flat @ flat.T, rtol=1e-4, atol=1e-6)
-    exact = gradient_noise_scale(loss_fn, params, (x, y), unbiased=True)
-    interval = noise_scale_interval(loss_fn, params, (x, y), jax.random.key(2))
+    exact = jax.jit(lambda p, b: gradient_noise_scale(loss_fn, p, b, unbiased=True))(params,
+                                                                                     (x, y))
+    interval_of = jax.jit(lambda p, b, k: noise_scale_interval(loss_fn, p, b, key=k))
+    interval = interval_of(params, (x, y), jax.random.key(2))
     for name in ("grad_sq_norm", "trace_cov", "b_simple"):
         got = getattr(interval, name)
         assert float(got.estimate) == pytest.approx(float(getattr(exact, name)), rel=1e-4)
@@ -51,7 +53,7 @@ def test_gram_and_bootstrap_estimates_match_the_exact_estimators():
     # Random labels at initialisation: |G|² unresolved (negative unbiased estimate), so
     # B_simple has no finite upper end.
     noise = (x, jax.random.randint(jax.random.key(1), (24,), 0, 4))
-    unresolved = noise_scale_interval(loss_fn, params, noise, jax.random.key(2)).b_simple
+    unresolved = interval_of(params, noise, jax.random.key(2)).b_simple
     assert float(unresolved.estimate) < 0 and float(unresolved.upper) == np.inf
 
 
@@ -72,7 +74,7 @@ def test_bootstrap_interval_covers_the_closed_form_noise_scale():
     y = x @ w_star + sigma * rng.normal(size=(REPLICATES, n))
     w = jnp.asarray(w_star + delta, jnp.float32)
     keys = jax.random.split(jax.random.key(1), REPLICATES)
-    one = jax.jit(lambda b, k: noise_scale_interval(loss_fn, w, b, k, num_resamples=1000,
+    one = jax.jit(lambda b, k: noise_scale_interval(loss_fn, w, b, key=k, num_resamples=1000,
                                                     confidence=CONFIDENCE))
     intervals = jax.lax.map(lambda a: one((a[0], a[1]), a[2]),
                             (jnp.asarray(x, jnp.float32), jnp.asarray(y, jnp.float32), keys))
@@ -93,14 +95,14 @@ def test_ratio_interval_covers_the_two_batch_noise_scale():
     g_sq, tr = two_batch_noise_scale(jnp.sum(small**2, -1), jnp.sum(big**2, -1), 4, 64)
     keys = jax.random.split(jax.random.key(4), REPLICATES)
     got = jax.jit(jax.vmap(lambda t, gg, k: ratio_interval(
-        t, gg, k, num_resamples=1000, confidence=CONFIDENCE)))(tr, g_sq, keys)
+        t, gg, key=k, num_resamples=1000, confidence=CONFIDENCE)))(tr, g_sq, keys)
     assert 0.8 <= _covers(got.lower, got.upper, truth) <= 0.97
-    blocked = ratio_interval(tr[0], g_sq[0], keys[0], block=10)
+    blocked = ratio_interval(tr[0], g_sq[0], key=keys[0], block=10)
     assert float(blocked.estimate) == pytest.approx(float(got.estimate[0]))
     with pytest.raises(ValueError, match="block: 101"):
-        ratio_interval(tr[0], g_sq[0], keys[0], block=101)
+        ratio_interval(tr[0], g_sq[0], key=keys[0], block=101)
     with pytest.raises(ValueError, match="confidence: 1.5"):
-        ratio_interval(tr[0], g_sq[0], keys[0], confidence=1.5)
+        ratio_interval(tr[0], g_sq[0], key=keys[0], confidence=1.5)
 
 
 def test_hessian_noise_standard_error_matches_the_subset_spread():
@@ -116,10 +118,10 @@ def test_hessian_noise_standard_error_matches_the_subset_spread():
         def loss_fn(p, b):
             return cross_entropy(model.apply(p, b[0]), b[1])
 
-        full = hessian_noise_scale(loss_fn, params, (x, y), unbiased=True)
+        full = jax.jit(lambda p: hessian_noise_scale(loss_fn, p, (x, y), unbiased=True))(params)
         assert float(full.trace_hessian_cov_stderr) == 0.0
         subset = jax.jit(jax.vmap(lambda k: hessian_noise_scale(
-            loss_fn, params, (x, y), k, num_examples=8, unbiased=True)))(
+            loss_fn, params, (x, y), key=k, num_examples=8, unbiased=True)))(
             jax.random.split(jax.random.key(2), 1000))
         spread = float(np.std(subset.trace_hessian_cov))
         assert float(np.sqrt(np.mean(subset.trace_hessian_cov_stderr**2))) == pytest.approx(
@@ -148,7 +150,7 @@ def test_b_noise_interval_over_batches_covers_the_truth():
     h = jax.jit(jax.vmap(one))(jnp.asarray(b, jnp.float32))
     keys = jax.random.split(jax.random.key(8), REPLICATES)
     got = jax.jit(jax.vmap(lambda t, gg, k: ratio_interval(
-        t, gg, k, num_resamples=1000, confidence=CONFIDENCE)))(
+        t, gg, key=k, num_resamples=1000, confidence=CONFIDENCE)))(
         h.trace_hessian_cov, h.grad_hessian_grad, keys)
     assert 0.8 <= _covers(got.lower, got.upper, truth) <= 0.97
 

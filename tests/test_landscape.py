@@ -113,7 +113,7 @@ def test_filter_normalized_direction_matches_filter_norms_and_zeroes_biases():
     assert params["Conv_0"]["kernel"].shape == (3, 1, 4)  # [k, in, out]: 4 filters of [3, 1]
     params["LayerNorm_0"] = {"scale": jnp.ones((6,)), "bias": jnp.zeros((6,))}
     params["Dense_1"]["bias"] = jnp.ones((2, 3))  # a 2-D leaf named "bias" is still zeroed
-    direction = filter_normalized_direction(params, jax.random.key(1))
+    direction = filter_normalized_direction(params, key=jax.random.key(1))
     assert jax.tree.structure(direction) == jax.tree.structure(params)
     checked = 0
     for (path, p), d in zip(jax.tree_util.tree_leaves_with_path(params),
@@ -129,7 +129,7 @@ def test_filter_normalized_direction_matches_filter_norms_and_zeroes_biases():
         assert np.all(np.abs(cosines) < 0.99)  # a random direction, not ±θ itself
         checked += 1
     assert checked == 3  # Conv_0, Dense_0, Dense_1 kernels
-    other = filter_normalized_direction(params, jax.random.key(2))
+    other = filter_normalized_direction(params, key=jax.random.key(2))
     assert not np.allclose(other["Dense_0"]["kernel"], direction["Dense_0"]["kernel"])
 
 
@@ -137,8 +137,8 @@ def test_loss_surfaces_match_loops_with_alpha_along_rows():
     params, batch = _params(0), _batch(1)
     alphas, betas = GRID_A, GRID_B
     with jax.enable_x64(True):
-        d1 = filter_normalized_direction(params, jax.random.key(1))
-        d2 = filter_normalized_direction(params, jax.random.key(2))
+        d1 = filter_normalized_direction(params, key=jax.random.key(1))
+        d2 = filter_normalized_direction(params, key=jax.random.key(2))
         curve = loss_surface_1d(LOSS, params, d1, batch, ALPHAS)
         np.testing.assert_allclose(
             curve, [float(LOSS(_combine(params, (a, d1)), batch)) for a in ALPHAS], rtol=1e-12)
@@ -183,7 +183,7 @@ def test_filter_normalisation_makes_1d_slices_invariant_to_relu_rescaling():
         np.testing.assert_allclose(metrics(rescaled, batch)["loss"], LOSS(params, batch),
                                    rtol=1e-12)  # ground truth: the same function
         key = jax.random.key(7)
-        filtered = [loss_surface_1d(LOSS, p, filter_normalized_direction(p, key), batch, ALPHAS)
+        filtered = [loss_surface_1d(LOSS, p, filter_normalized_direction(p, key=key), batch, ALPHAS)
                     for p in (params, rescaled)]
         np.testing.assert_allclose(filtered[0], filtered[1], rtol=1e-10)
         plain = [np.asarray(loss_surface_1d(LOSS, p, _globally_normalized(p, 7), batch, ALPHAS))
@@ -203,7 +203,7 @@ def test_vmapped_over_runs_equals_each_run_alone():
 
     @jax.jit
     def sweep(a, b):
-        d1, d2 = (jax.vmap(filter_normalized_direction, in_axes=(0, None))(b, k) for k in keys)
+        d1, d2 = (jax.vmap(lambda p, k=k: filter_normalized_direction(p, key=k))(b) for k in keys)
         line = jax.vmap(lambda p, q: interpolate(metrics, p, q, batch, ALPHAS,
                                                  chunk_size=3))(a, b)
         surface = jax.vmap(lambda p, u, v: loss_surface_2d(LOSS, p, u, v, batch, GRID_A,
@@ -215,7 +215,7 @@ def test_vmapped_over_runs_equals_each_run_alone():
         assert line["loss"].shape == (runs, 7) and surface.shape == (runs, 4, 3)
         for r in range(runs):
             a, b = pick(starts, r), pick(ends, r)
-            alone = [filter_normalized_direction(b, k) for k in keys]
+            alone = [filter_normalized_direction(b, key=k) for k in keys]
             for x, y in zip(jax.tree.leaves(pick(d1, r)), jax.tree.leaves(alone[0])):
                 np.testing.assert_allclose(x, y, rtol=1e-12)
             np.testing.assert_allclose(line["loss"][r], interpolate(LOSS, a, b, batch, ALPHAS),
@@ -277,7 +277,7 @@ def test_bad_input_raises_a_clear_value_error():
     with pytest.raises(ValueError, match=r"direction\['Dense_0'\]\['kernel'\] has shape"):
         filter_normalize(jax.tree.map(lambda p: p.T, a), a)
     with pytest.raises(ValueError, match=r"params\['w'\] must be floating point"):
-        landscape.filter_normalized_direction({"w": np.arange(3)}, jax.random.key(0))
+        landscape.filter_normalized_direction({"w": np.arange(3)}, key=jax.random.key(0))
     with pytest.raises(ValueError, match=r"curve 'loss' has shape \(3,\), but alphas has \(2,\)"):
         plot_interpolation([0.0, 1.0], {"loss": np.zeros(3)})
     with pytest.raises(ValueError, match=r"values has shape \(3, 2\), expected .* = \(2, 3\)"):

@@ -61,7 +61,7 @@ def test_distance_from_init_is_zero_for_runs_that_did_not_move(sweep):
 
 def test_losses_and_gap_are_the_final_params_own(sweep):
     config, result, summary = sweep
-    data, model, task = prepare(config, None, None)
+    _, data, model, task, _ = prepare(config)
     loss_fn = jax.jit(jaxsgd.make_loss_fn(model, task))
     for b in (16, 64):
         for seed in (0, 1):
@@ -76,7 +76,7 @@ def test_losses_and_gap_are_the_final_params_own(sweep):
 
 def test_lambda_max_and_trace_match_the_dense_hessian(sweep):
     config, result, summary = sweep
-    data, model, task = prepare(config, None, None)
+    _, data, model, task, _ = prepare(config)
     loss_fn = jaxsgd.make_loss_fn(model, task)
     batch = (data.x_train[:128], data.y_train[:128])
     p = _run_params(result, 16, 0.3, 1)
@@ -90,11 +90,11 @@ def test_lambda_max_and_trace_match_the_dense_hessian(sweep):
 
 def test_measured_in_one_call_equals_each_run_alone(sweep):
     config, result, summary = sweep
-    data, model, task = prepare(config, None, None)
+    _, data, model, task, _ = prepare(config)
     loss_fn = jaxsgd.make_loss_fn(model, task)
     batch = (jnp.asarray(data.x_train[:128]), jnp.asarray(data.y_train[:128]))
-    alone = jax.jit(lambda p, p0: measure_minimum(loss_fn, p, p0, batch, jax.random.key(3),
-                                                  OPTIONS))
+    alone = jax.jit(lambda p, p0: measure_minimum(loss_fn, p, batch, p0, key=jax.random.key(3),
+                                                  options=OPTIONS))
     for b, lr, seed in ((64, 0.3, 0), (16, 1e-9, 1)):
         got = alone(_run_params(result, b, lr, seed), initial_params(model.init, seed))
         row = summary.sel(batch_size=b, learning_rate=lr, seed=seed)

@@ -174,12 +174,13 @@ def test_hessian_noise_scale_matches_dense_hessian_and_covariance():
         flat, unravel = ravel_pytree(params)
         loss = lambda p, b: cross_entropy(model.apply(p, b[0]), b[1])
         full = lambda f: loss(unravel(f), (x, y))
-        hessian = np.asarray(jax.hessian(full)(flat))
-        per_example = np.stack([np.asarray(jax.grad(lambda f: loss(unravel(f), (x[i:i + 1],
-                                y[i:i + 1])))(flat)) for i in range(12)])
+        hessian = np.asarray(jax.jit(jax.hessian(full))(flat))  # jit: eager op-by-op is slow
+        # every example's gradient, exhaustively (one compiled vmap, not 12 eager traces)
+        per_example = np.asarray(jax.jit(jax.vmap(jax.grad(
+            lambda f, xi, yi: loss(unravel(f), (xi[None], yi[None]))), (None, 0, 0)))(flat, x, y))
         g = per_example.mean(0)
         cov = np.cov(per_example.T, bias=True)
-        ns = hessian_noise_scale(loss, params, (x, y), slice_size=4)
+        ns = jax.jit(lambda p: hessian_noise_scale(loss, p, (x, y), slice_size=4))(params)
         np.testing.assert_allclose(ns.grad_hessian_grad, g @ hessian @ g, rtol=1e-8)
         np.testing.assert_allclose(ns.trace_hessian_cov, np.trace(hessian @ cov), rtol=1e-8)
         np.testing.assert_allclose(ns.b_noise, np.trace(hessian @ cov) / (g @ hessian @ g),
@@ -188,7 +189,7 @@ def test_hessian_noise_scale_matches_dense_hessian_and_covariance():
         np.testing.assert_allclose(ns.max_learning_rate, (g @ g) / (g @ hessian @ g), rtol=1e-8)
         # A subset of examples: an unbiased estimate (mean over many keys within 3 s.e.).
         keys = jax.random.split(jax.random.key(1), 200)
-        subset = jax.vmap(lambda k: hessian_noise_scale(loss, params, (x, y), k,
-                                                        num_examples=3).trace_hessian_cov)(keys)
+        subset = jax.jit(jax.vmap(lambda k: hessian_noise_scale(loss, params, (x, y), key=k,
+                                                        num_examples=3).trace_hessian_cov))(keys)
         subset = np.asarray(subset)
         assert abs(subset.mean() - np.trace(hessian @ cov)) < 3 * subset.std() / np.sqrt(200)

@@ -77,7 +77,7 @@ def test_fused_example_norms_match_a_loop_over_examples(case):
     _, params, loss_fn, batch = case
     assert example_norms_method(loss_fn, params, batch) == "layers"
     loss, grads, norms = jax.jit(
-        lambda p, b: value_grad_and_example_norms(loss_fn, p, b, "layers"))(params, batch)
+        lambda p, b: value_grad_and_example_norms(loss_fn, p, b, method="layers"))(params, batch)
     expected = _loop_sq_norms(loss_fn, params, batch)
     for got, want in zip(jax.tree.leaves(norms), jax.tree.leaves(expected)):
         np.testing.assert_allclose(np.asarray(got), want, rtol=1e-4, atol=1e-12)
@@ -100,13 +100,13 @@ def test_unsupported_models_fall_back_to_exact_vmap():
                                (plain_params, plain, "outside any flax")):
         assert example_norms_method(loss_fn, p, (x, y)) == "vmap"
         with pytest.raises(UnsupportedModel, match=reason):
-            value_grad_and_example_norms(loss_fn, p, (x, y), "layers")
+            value_grad_and_example_norms(loss_fn, p, (x, y), method="layers")
         _, _, norms = jax.jit(lambda q, b, f=loss_fn: value_grad_and_example_norms(f, q, b))(
             p, (x, y))
         for got, want in zip(jax.tree.leaves(norms), jax.tree.leaves(_loop_sq_norms(loss_fn, p, (x, y)))):
             np.testing.assert_allclose(np.asarray(got), want, rtol=1e-4)
     with pytest.raises(ValueError, match="method: 'fast'"):
-        value_grad_and_example_norms(plain, plain_params, (x, y), "fast")
+        value_grad_and_example_norms(plain, plain_params, (x, y), method="fast")
 
 
 # ------------------------------------------------------------------------------- the probes

@@ -85,7 +85,7 @@ def test_momentum_averaging_preconditioning_match_the_moment_recursion():
 
 
 def test_monte_carlo_with_optax_matches_exact_dynamics():
-    mc = nqm_monte_carlo(NQM100, STEPS, LR, 2.0, jax.random.key(0), momentum=BETA,
+    mc = nqm_monte_carlo(NQM100, STEPS, LR, 2.0, key=jax.random.key(0), momentum=BETA,
                          averaging=GAMMA, precondition=POWER, num_runs=600)
     exact = nqm_expected_loss(NQM100, STEPS, LR, 2.0, momentum=BETA, averaging=GAMMA,
                               precondition=POWER)
@@ -174,7 +174,7 @@ def test_critical_batch_size_reads_the_examples_crossing():
     (lambda: nqm_steps_to_target(NQM100, [4], 0.01, momentum=[0.5, 1.2]), "momentum"),
     (lambda: nqm_steps_to_target(NQM100, [0], 0.01), "batch_sizes: 0"),
     (lambda: nqm_steps_to_target(NQM100, [4], 0.01, refine=-1), "refine: -1"),
-    (lambda: nqm_monte_carlo(NQM100, [3], 0.1, 1, jax.random.key(0), num_runs=1), "num_runs"),
+    (lambda: nqm_monte_carlo(NQM100, [3], 0.1, 1, key=jax.random.key(0), num_runs=1), "num_runs"),
     (lambda: nqm_critical_batch_size(NQMSteps(*[np.ones(2)] * 5, 0.01), 1.0), "threshold"),
 ])
 def test_bad_input_is_named(call, match):

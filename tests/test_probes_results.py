@@ -265,8 +265,10 @@ def test_result_files_honour_the_umask(mnist1d_small, tmp_path, umask):
 
 def test_run_params_names_what_is_missing(mnist1d_small):
     result = run_sweep(config(batch_sizes=(16,)), data=mnist1d_small)
-    with pytest.raises(KeyError, match=r"missing \['seed'\]"):
-        result.run_params(16, learning_rate=0.2)
+    with pytest.raises(KeyError, match=r"missing \['learning_rate'\]"):
+        result.run_params(16, seed=0)
+    one_seed = result.run_params(16, learning_rate=0.2)  # a dimension of one value may be left out
+    assert jax.tree.structure(one_seed) == jax.tree.structure(result.params[16])
     with pytest.raises(KeyError, match=r"\['lr'\] are not dimensions"):
         result.run_params(16, learning_rate=0.2, seed=0, lr=0.9)
     with pytest.raises(KeyError, match="momentum was not swept; it is 0.9 in every run"):

@@ -48,14 +48,14 @@ def test_epsilon_sharpness_at_the_minimum_of_a_diagonal_quadratic_is_the_box_cor
         @jax.jit
         def measures(p, k):
             # ASAM's l∞ box with η = 1 is the same box: its max is the same corner.
-            return (epsilon_sharpness(loss, p, None, k, epsilon=epsilon),
-                    epsilon_sharpness(loss, p, None, k, epsilon=epsilon, num_steps=1),
+            return (epsilon_sharpness(loss, p, None, key=k, epsilon=epsilon),
+                    epsilon_sharpness(loss, p, None, key=k, epsilon=epsilon, num_steps=1),
                     adaptive_sharpness(loss, p, None, rho=epsilon, norm="linf", eta=1.0,
                                        num_steps=20, step_size=0.5, key=k))
 
         pga, one_step, box = measures(theta, key)
-        ref = epsilon_sharpness_lbfgsb(loss, theta, None, key, epsilon=epsilon)
-        stuck = epsilon_sharpness_lbfgsb(loss, theta, None, None, epsilon=epsilon)
+        ref = epsilon_sharpness_lbfgsb(loss, theta, None, key=key, epsilon=epsilon)
+        stuck = epsilon_sharpness_lbfgsb(loss, theta, None, key=None, epsilon=epsilon)
     assert float(pga.loss) == 0.0 and int(pga.num_steps) == 20
     np.testing.assert_allclose(float(pga.sharpness), truth, rtol=1e-10)
     np.testing.assert_allclose(ref.sharpness, truth, rtol=1e-10)
@@ -129,7 +129,7 @@ def test_average_sharpness_of_a_quadratic_is_half_sigma_squared_trace_within_its
     with jax.enable_x64(True):
         loss = _quadratic(h, minimum)
         paired, plain = jax.jit(lambda p, k: [
-            average_sharpness(loss, p, None, k, sigma=sigma, num_samples=n, adaptive=adaptive,
+            average_sharpness(loss, p, None, key=k, sigma=sigma, num_samples=n, adaptive=adaptive,
                               antithetic=antithetic) for antithetic in (True, False)])(
             jnp.asarray(theta), jax.random.key(5))
     for est in (paired, plain):
@@ -201,11 +201,11 @@ def test_pga_epsilon_sharpness_agrees_with_lbfgsb_on_an_mlp(trained_mlp):
     1e-2: 0.38011, 87; 0.99942; 0.21."""
     params, batch = trained_mlp
     key = jax.random.key(0)
-    pga = jax.jit(lambda p, k, eps, steps: epsilon_sharpness(_mlp_loss, p, batch, k, epsilon=eps,
+    pga = jax.jit(lambda p, k, eps, steps: epsilon_sharpness(_mlp_loss, p, batch, key=k, epsilon=eps,
                                                              num_steps=steps),
                   static_argnums=3)
     for epsilon, rel, short in ((1e-3, 1e-3, 0.6), (1e-2, 3e-3, 0.3)):
-        ref = epsilon_sharpness_lbfgsb(_mlp_loss, params, batch, key, epsilon=epsilon)
+        ref = epsilon_sharpness_lbfgsb(_mlp_loss, params, batch, key=key, epsilon=epsilon)
         got, one = pga(params, key, epsilon, 20), pga(params, key, epsilon, 1)
         assert ref.num_steps > 1 and int(got.num_steps) == 20 and int(one.num_steps) == 1
         assert float(got.sharpness) == pytest.approx(ref.sharpness, rel=rel)
@@ -235,12 +235,12 @@ def test_relu_rescaling_leaves_adaptive_sharpness_unchanged_but_not_plain_sharpn
             return {
                 "asam_l2": adaptive_sharpness(_mlp_loss, p, batch, rho=0.3, num_steps=10,
                                               key=key).sharpness,
-                "asam_average": average_sharpness(_mlp_loss, p, batch, key, sigma=0.1,
+                "asam_average": average_sharpness(_mlp_loss, p, batch, key=key, sigma=0.1,
                                                   num_samples=16, adaptive=True).sharpness,
-                "epsilon": epsilon_sharpness(_mlp_loss, p, batch, key, epsilon=1e-3).sharpness,
+                "epsilon": epsilon_sharpness(_mlp_loss, p, batch, key=key, epsilon=1e-3).sharpness,
                 "sam": sam_sharpness(_mlp_loss, p, batch, rho=0.1, num_steps=10,
                                      key=key).sharpness,
-                "average": average_sharpness(_mlp_loss, p, batch, key, sigma=0.01,
+                "average": average_sharpness(_mlp_loss, p, batch, key=key, sigma=0.01,
                                              num_samples=16).sharpness}
 
         measures = jax.jit(measures)
@@ -260,9 +260,9 @@ def test_vmap_over_runs_equals_measuring_each_run_alone(trained_mlp):
     keys = jax.random.split(jax.random.key(4), 3)
 
     def measures(p, k):
-        return (epsilon_sharpness(_mlp_loss, p, batch, k, num_steps=5),
+        return (epsilon_sharpness(_mlp_loss, p, batch, key=k, num_steps=5),
                 sam_sharpness(_mlp_loss, p, batch, rho=0.1, num_steps=3, key=k, m=16),
-                average_sharpness(_mlp_loss, p, batch, k, num_samples=8))
+                average_sharpness(_mlp_loss, p, batch, key=k, num_samples=8))
 
     together = jax.jit(jax.vmap(measures))(runs, keys)
     one = jax.jit(measures)
@@ -276,19 +276,19 @@ def test_vmap_over_runs_equals_measuring_each_run_alone(trained_mlp):
 # --- validation -------------------------------------------------------------------------------
 
 @pytest.mark.parametrize("call, message", [
-    (lambda f, p, b, k: epsilon_sharpness(f, p, b, k, epsilon=0.0), "epsilon must be > 0"),
-    (lambda f, p, b, k: epsilon_sharpness(f, p, b, k, num_steps=0), "num_steps: 0 is not"),
-    (lambda f, p, b, k: epsilon_sharpness(f, p, b, k, step_size=-1.0), "step_size must be"),
-    (lambda f, p, b, k: epsilon_sharpness_lbfgsb(f, p, b, k, epsilon=-1e-3), "epsilon"),
-    (lambda f, p, b, k: epsilon_sharpness_lbfgsb(f, p, b, k, max_iter=0), "max_iter"),
+    (lambda f, p, b, k: epsilon_sharpness(f, p, b, key=k, epsilon=0.0), "epsilon must be > 0"),
+    (lambda f, p, b, k: epsilon_sharpness(f, p, b, key=k, num_steps=0), "num_steps: 0 is not"),
+    (lambda f, p, b, k: epsilon_sharpness(f, p, b, key=k, step_size=-1.0), "step_size must be"),
+    (lambda f, p, b, k: epsilon_sharpness_lbfgsb(f, p, b, key=k, epsilon=-1e-3), "epsilon"),
+    (lambda f, p, b, k: epsilon_sharpness_lbfgsb(f, p, b, key=k, max_iter=0), "max_iter"),
     (lambda f, p, b, k: sam_sharpness(f, p, b, rho=float("nan")), "rho must be > 0"),
     (lambda f, p, b, k: sam_sharpness(f, p, b, num_steps=2.5), "num_steps: 2.5 is not"),
     (lambda f, p, b, k: sam_sharpness(f, p, b, m=5), "m must divide the batch size 64"),
     (lambda f, p, b, k: adaptive_sharpness(f, p, b, m=0), "m: 0 is not an integer >= 1"),
     (lambda f, p, b, k: adaptive_sharpness(f, p, b, norm="l1"), "norm must be one of"),
     (lambda f, p, b, k: adaptive_sharpness(f, p, b, eta=-0.1), "eta must be >= 0"),
-    (lambda f, p, b, k: average_sharpness(f, p, b, k, sigma=0), "sigma must be > 0"),
-    (lambda f, p, b, k: average_sharpness(f, p, b, k, num_samples=1), "num_samples: 1 is not an integer >= 2"),
+    (lambda f, p, b, k: average_sharpness(f, p, b, key=k, sigma=0), "sigma must be > 0"),
+    (lambda f, p, b, k: average_sharpness(f, p, b, key=k, num_samples=1), "num_samples: 1 is not an integer >= 2"),
 ])
 def test_bad_input_raises_a_value_error_naming_it(call, message):
     x = jnp.zeros((64, 8))

@@ -1,13 +1,13 @@
 """Confidence intervals for the noise-scale estimators: bootstrap and across seeds.
 
-* ``noise_scale_interval(loss_fn, params, batch, key)`` — the examples of ``batch`` are a
+* ``noise_scale_interval(loss_fn, params, batch, key=key)`` — the examples of ``batch`` are a
   sample of a population; bootstrap them (resample with replacement) and report percentile
   intervals of the population's |G|², tr Σ and B_simple (unbiased estimators). A resample is a
   count vector w [n] (Σ w = n), and everything it needs comes from the Gram matrix of
   per-example gradients K_ij = g_i·g_j (``jaxsgd.measure.per_example.example_gradient_gram``, computed
   once): |Σ_i w_i g_i / n|² = wᵀKw / n² and mean |g_i|² = w·diag K / n. So thousands of
   resamples cost a few [R, n] × [n, n] products, never a gradient.
-* ``ratio_interval(numerators, denominators, key)`` — a ratio of means, e.g. B_simple from a
+* ``ratio_interval(numerators, denominators, key=key)`` — a ratio of means, e.g. B_simple from a
   series of per-step two-batch estimates (tr Σ_est, |G|²_est) or EMA-free windows of a noise
   probe; bootstrap over measurements, in moving blocks of ``block`` consecutive ones when the
   series is autocorrelated (consecutive training steps).
@@ -98,8 +98,8 @@ def noise_scale_interval(
     loss_fn: Callable[[PyTree, PyTree], jax.Array],
     params: PyTree,
     batch: PyTree,
-    key: jax.Array,
     *,
+    key: jax.Array,
     num_resamples: int = 2000,
     confidence: float = 0.9,
     method: str = "auto",
@@ -113,7 +113,7 @@ def noise_scale_interval(
     n = jax.tree.leaves(batch)[0].shape[0]
     if n < 2:
         raise ValueError(f"batch: {n} example(s); the bootstrap needs at least 2")
-    _, _, gram = example_gradient_gram(loss_fn, params, batch, method)
+    _, _, gram = example_gradient_gram(loss_fn, params, batch, method=method)
     gram = gram.astype(jnp.float32) if gram.dtype != jnp.float64 else gram
     (grad_sq, trace), (plug_g, plug_t) = _noise_from_gram(jnp.ones(n, gram.dtype), gram, n)
     counts = _counts(key, num_resamples, n).astype(gram.dtype)
@@ -129,8 +129,8 @@ def noise_scale_interval(
 def ratio_interval(
     numerators: jax.Array,
     denominators: jax.Array,
-    key: jax.Array,
     *,
+    key: jax.Array,
     num_resamples: int = 2000,
     confidence: float = 0.9,
     block: int = 1,

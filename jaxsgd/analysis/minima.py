@@ -82,7 +82,7 @@ def _norm(tree: PyTree) -> jax.Array:
     return jnp.sqrt(sum(jnp.sum(jnp.square(leaf)) for leaf in jax.tree.leaves(tree)))
 
 
-def measure_minimum(loss_fn: Callable, params: PyTree, initial: PyTree, batch: PyTree,
+def measure_minimum(loss_fn: Callable, params: PyTree, batch: PyTree, initial: PyTree, *,
                     key: jax.Array, options: MinimaOptions = MinimaOptions()) -> dict:
     """Distance from θ_0 and the chosen curvature/sharpness measures of one run (scalars).
 
@@ -93,17 +93,17 @@ def measure_minimum(loss_fn: Callable, params: PyTree, initial: PyTree, batch: P
     out = {"distance_from_init": distance, "relative_distance": distance / _norm(initial)}
     m = options.measures
     if "lambda_max" in m:
-        eig = top_hessian_eigenvalues(loss_fn, params, batch, 1, k_eig,
+        eig = top_hessian_eigenvalues(loss_fn, params, batch, k=1, key=k_eig,
                                       num_iterations=options.lanczos_iterations)
         out["lambda_max"] = eig.eigenvalues[0]
         out["lambda_max_residual"] = eig.residuals[0]
     if "hessian_trace" in m:
-        tr = hessian_trace(loss_fn, params, batch, k_trace, options.trace_probes)
+        tr = hessian_trace(loss_fn, params, batch, key=k_trace, num_probes=options.trace_probes)
         out["hessian_trace"] = tr.trace
         out["hessian_trace_stderr"] = tr.stderr
     if "epsilon_sharpness" in m:
         out["epsilon_sharpness"] = epsilon_sharpness(
-            loss_fn, params, batch, k_eps, epsilon=options.epsilon,
+            loss_fn, params, batch, key=k_eps, epsilon=options.epsilon,
             num_steps=options.epsilon_steps).sharpness
     if "adaptive_sharpness" in m:
         out["adaptive_sharpness"] = adaptive_sharpness(
@@ -113,7 +113,7 @@ def measure_minimum(loss_fn: Callable, params: PyTree, initial: PyTree, batch: P
 
 
 def minima_summary(result: SweepResult, data: Dataset | None = None, *, model=None,
-                   key: int | jax.Array = 0, options: MinimaOptions = MinimaOptions(),
+                   loss=None, key: int | jax.Array = 0, options: MinimaOptions = MinimaOptions(),
                    runs_per_call: int = 16, batch_sizes=None) -> xr.Dataset:
     """Minima-quality table of a finished sweep (module docstring), aligned with its dims.
 
@@ -121,6 +121,7 @@ def minima_summary(result: SweepResult, data: Dataset | None = None, *, model=No
       result: a finished sweep (``run_sweep`` or ``load_sweep``).
       data: its dataset (default: loaded from the configuration, as the sweep did).
       model: its model, when the sweep was given one instead of a configured name.
+      loss: its loss, when the sweep was given the user's own (``run_sweep(loss=...)``).
       key: seed or key of the estimators' random probes (shared by all runs).
       options: ``MinimaOptions``.
       runs_per_call: runs measured at once inside each compiled call (>= 1).
@@ -136,7 +137,7 @@ def minima_summary(result: SweepResult, data: Dataset | None = None, *, model=No
     missing = [b for b in batch_sizes if b not in result.params]
     if missing:
         raise ValueError(f"batch_sizes: {missing} not in the results (have {sorted(result.params)})")
-    data, model, task = prepare(config, data, model)
+    _, data, model, task, _ = prepare(config, data, model, loss=loss)
     n = data.num_train if options.num_examples is None else min(options.num_examples,
                                                                 data.num_train)
     batch = (jnp.asarray(data.x_train[:n]), jnp.asarray(data.y_train[:n]))
@@ -148,8 +149,8 @@ def minima_summary(result: SweepResult, data: Dataset | None = None, *, model=No
     def measure_all(params, seeds):
         def one(args):
             p, s = args
-            return measure_minimum(loss_fn, p, initial_params(model.init, s), batch, key,
-                                   options)
+            return measure_minimum(loss_fn, p, batch, initial_params(model.init, s), key=key,
+                                   options=options)
         return jax.lax.map(one, (params, seeds), batch_size=runs_per_call)
 
     dims = grid_dims(config)

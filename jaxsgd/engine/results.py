@@ -43,20 +43,27 @@ class SweepResult:
     metrics: xr.Dataset
     params: dict[int, PyTree] = field(default_factory=dict)
 
-    def probe(self, name: str, batch_size: int) -> xr.DataArray:
-        """A probe output of one batch size on its own axis: [*grid dims, step, ...].
+    def probe(self, name: str, batch_size: int) -> xr.DataArray | xr.Dataset:
+        """A probe's outputs at one batch size on their own axis: [*grid dims, step, ...].
 
-        ``name`` is the variable (``"noise_scale_b_simple"``, ``"lambda_max_value"``). In
-        ``metrics`` every batch size shares one ``{probe}_step`` axis (the union of their
-        measurement steps, NaN where a batch size has none); here the axis holds only this
-        batch size's measurements, is named ``step`` (optimizer steps) and carries ``examples``
-        (= step × batch size), so ``.sel(step=...)`` and ``.sel(examples=...)`` work.
+        ``name`` is an output variable (``"noise_scale_b_simple"``, ``"lambda_max_value"``):
+        a DataArray; or a probe's name (``"noise_scale"``): a Dataset of all its outputs, named
+        without the prefix (``.b_simple``). In ``metrics`` every batch size shares one
+        ``{probe}_step`` axis (the union of their measurement steps, NaN where a batch size has
+        none); here the axis holds only this batch size's measurements, is named ``step``
+        (optimizer steps) and carries ``examples`` (= step × batch size), so ``.sel(step=...)``
+        and ``.sel(examples=...)`` work.
         """
+        outputs = [v for v in self.metrics.data_vars
+                   if f"{name}_step" in self.metrics[v].dims and str(v).startswith(f"{name}_")]
+        if name not in self.metrics and outputs:
+            return xr.Dataset({str(v)[len(name) + 1:]: self.probe(str(v), batch_size)
+                               for v in outputs})
         if name not in self.metrics:
             probes = sorted(v for v in self.metrics.data_vars if any(
                 str(d).endswith("_step") and str(d) != "step" for d in self.metrics[v].dims))
-            raise KeyError(f"{name!r} is not a probe output of this sweep; probe outputs: "
-                           f"{', '.join(probes) or '(none)'}")
+            raise KeyError(f"{name!r} is not a probe or probe output of this sweep; probe "
+                           f"outputs: {', '.join(probes) or '(none)'}")
         values = self.metrics[name].sel(batch_size=batch_size)
         axis = next((d for d in values.dims if str(d).endswith("_step") and str(d) != "step"),
                     None)
@@ -70,7 +77,7 @@ class SweepResult:
 
     def run_params(self, batch_size: int, **selection) -> PyTree:
         """Final parameters of the single run picked by ``selection`` (e.g. learning_rate=0.1);
-        every grid dimension of the results must be given."""
+        every grid dimension of the results with more than one value must be given."""
         if batch_size not in self.params:
             raise KeyError(f"batch_size={batch_size!r}: no parameters of that batch size here "
                            f"(have {sorted(self.params)})")
@@ -80,6 +87,8 @@ class SweepResult:
             value = runs.coords[name].item()  # a grid value that was not swept
             if not np.isclose(selection.pop(name), value):
                 raise KeyError(f"run_params: {name} was not swept; it is {value!r} in every run")
+        for name in [d for d in runs.dims if d not in selection and runs.sizes[d] == 1]:
+            selection[name] = runs[name].item()  # one value: no choice to make
         missing = [d for d in runs.dims if d not in selection]
         unknown = [k for k in selection if k not in runs.dims]
         if missing or unknown:

@@ -22,13 +22,13 @@ import os
 import time
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Sequence
+from typing import Any, NamedTuple, Sequence, Union
 
 import jax
 import jax.numpy as jnp
 import numpy as np
 
-from jaxsgd._util import check_int
+from jaxsgd._util import check_int, is_user_part, user_part_name
 from jaxsgd.config import ConfigError, SweepConfig, validate
 from jaxsgd.data import Dataset, check_dataset, load_dataset
 from jaxsgd.engine.evaluation import EvalData, eval_slots, evaluation_steps
@@ -40,10 +40,10 @@ from jaxsgd.engine.sharding import (barrier, group_programs, init_params_program
                                     is_main_process, pad_runs, padded_size, replicate, run_mesh,
                                     shard_runs, to_host)
 from jaxsgd.engine.training import TrainData, TrainSpec
-from jaxsgd.hyperparams import HParams
-from jaxsgd.hyperparams import traced_values
-from jaxsgd.losses import Task, task_for
+from jaxsgd.hyperparams import HParams, hparams, traced_values
+from jaxsgd.losses import PerExampleLoss, Task, task_for
 from jaxsgd.models import Model, make_model
+from jaxsgd.optimizers import OptimizerFactory
 from jaxsgd.probes.base import Probe
 
 MAX_CHUNKS = 16  # default: a group runs in at most this many chunks of equal length
@@ -55,8 +55,44 @@ def grid_hparams(config: SweepConfig) -> tuple[HParams, np.ndarray]:
     return traced_values(runs), runs["seed"]
 
 
-def prepare(config: SweepConfig, data: Dataset | None = None, model: Model | None = None):
-    """Validate everything and build (dataset, model, task) without compiling anything."""
+class Parts(NamedTuple):
+    """What a sweep is made of, built and checked by ``prepare`` before anything compiles.
+
+    config: the configuration as run: a user's own optimizer or loss recorded by name
+        ("user:NAME", ``jaxsgd._util.user_part_name``).
+    optimizer: a built-in family's name, the user's factory ``hp -> optax transformation``, or
+        None when the configuration records a user's optimizer that was not given (an analysis
+        that does not train needs none).
+    """
+
+    config: SweepConfig
+    data: Dataset
+    model: Model
+    task: Task
+    optimizer: Union[str, OptimizerFactory, None]
+
+
+def prepare(config: SweepConfig, data: Dataset | None = None, model: Model | None = None, *,
+            optimizer: OptimizerFactory | None = None,
+            loss: PerExampleLoss | None = None) -> Parts:
+    """Validate everything and build the sweep's ``Parts`` without compiling anything.
+
+    ``data``, ``model``, ``optimizer`` and ``loss`` are the user's own parts, used instead of
+    the configured ones (``run_sweep``).
+    """
+    if optimizer is not None:
+        if not callable(optimizer):
+            raise ConfigError(f"optimizer: expected a factory hp -> optax.GradientTransformation "
+                              f"(or a name in the configuration), got {optimizer!r}")
+        config = config.replace(optimizer=user_part_name(optimizer))
+    if loss is not None:
+        if not callable(loss):
+            raise ConfigError(f"loss: expected a function (outputs, targets) -> per-example "
+                              f"losses (or a name in the configuration), got {loss!r}")
+        config = config.replace(loss=user_part_name(loss))
+    elif is_user_part(config.loss):
+        raise ConfigError(f"training.loss: the sweep was trained with the user's own loss "
+                          f"{config.loss!r}; pass it as loss=")
     validate(config)
     if data is None:
         data = load_dataset(config.data, **dict(config.data_options))
@@ -66,7 +102,7 @@ def prepare(config: SweepConfig, data: Dataset | None = None, model: Model | Non
         raise ConfigError(f"evaluation.train_examples: {config.eval_train_examples} is larger "
                           f"than the training set ({data.num_train} examples)")
     try:
-        task = task_for(data.num_classes, config.loss)
+        task = task_for(data.num_classes, loss if loss is not None else config.loss)
     except ValueError as e:
         raise ConfigError(f"training.{e}") from None
     if task.name == "regression" and config.target_metric not in (None, "train_loss", "test_loss"):
@@ -75,12 +111,26 @@ def prepare(config: SweepConfig, data: Dataset | None = None, model: Model | Non
     if model is None:
         model = make_model(config.model, data.input_shape, data.num_outputs,
                            **dict(config.model_options))
-    out_shape = jax.eval_shape(model.apply, jax.eval_shape(model.init, jax.random.key(0)),
+    params_shape = jax.eval_shape(model.init, jax.random.key(0))
+    out_shape = jax.eval_shape(model.apply, params_shape,
                                jax.ShapeDtypeStruct((2, *data.input_shape), jnp.float32))
     if out_shape.shape != (2, data.num_outputs):
         raise ConfigError(f"model: outputs have shape {out_shape.shape[1:]} per example but the "
                           f"data set needs ({data.num_outputs},)")
-    return data, model, task
+    if loss is not None:
+        targets = jax.ShapeDtypeStruct((2, *data.y_train.shape[1:]), data.y_train.dtype)
+        shape = jax.eval_shape(loss, out_shape, targets).shape
+        if shape != (2,):
+            raise ConfigError(f"loss: the user's loss must return one loss per example (shape "
+                              f"(2,) for 2 examples), got shape {shape}")
+    if optimizer is not None:
+        tx = optimizer(hparams())
+        if not (hasattr(tx, "init") and hasattr(tx, "update")):
+            raise ConfigError(f"optimizer: the factory must return an optax "
+                              f"GradientTransformation, got {type(tx).__name__}")
+    elif not is_user_part(config.optimizer):
+        optimizer = config.optimizer
+    return Parts(config, data, model, task, optimizer)
 
 
 def train_data(config: SweepConfig, data: Dataset, mesh=None) -> TrainData:
@@ -97,11 +147,15 @@ def train_data(config: SweepConfig, data: Dataset, mesh=None) -> TrainData:
 
 
 def train_spec(config: SweepConfig, batch_size: int, num_train: int,
-               eval_slice: int | None = 1024) -> TrainSpec:
+               eval_slice: int | None = 1024,
+               optimizer: Union[str, OptimizerFactory, None] = None) -> TrainSpec:
+    """The static spec of one group; ``optimizer``: the user's factory (default: the
+    configured family)."""
     steps = evaluation_steps(config, batch_size)
     return TrainSpec(
         batch_size=batch_size, num_steps=config.num_steps(batch_size), num_train=num_train,
-        num_eval_slots=len(np.unique(steps)), optimizer=config.optimizer,
+        num_eval_slots=len(np.unique(steps)),
+        optimizer=config.optimizer if optimizer is None else optimizer,
         schedule=config.schedule, decay_boundaries=tuple(config.decay_boundaries),
         sampling=config.sampling, divergence_factor=config.divergence_factor,
         eval_slice=eval_slice,
@@ -126,6 +180,7 @@ class _Sweep:
     model: Model
     model_key: Any
     task: Task
+    optimizer: Union[str, OptimizerFactory]
     probes: tuple[Probe, ...]
     mesh: Any
     data: TrainData
@@ -163,7 +218,8 @@ def run_group(sweep: _Sweep, batch_size: int):
     """Train every run at one batch size, in chunks; returns the final ``RunState`` on the
     host (numpy, ``[runs, ...]``, no padding). Resumes from the group's checkpoint if any."""
     config, runs = sweep.config, sweep.num_runs
-    spec = train_spec(config, batch_size, int(sweep.data.x.shape[0]), sweep.eval_slice)
+    spec = train_spec(config, batch_size, int(sweep.data.x.shape[0]), sweep.eval_slice,
+                      sweep.optimizer)
     programs = group_programs(spec, sweep.model, sweep.task, sweep.probes, sweep.mesh,
                               sweep.model_key)
     slots, _ = eval_slots(evaluation_steps(config, batch_size), spec.num_steps)
@@ -207,6 +263,8 @@ def run_sweep(
     *,
     data: Dataset | None = None,
     model: Model | None = None,
+    optimizer: OptimizerFactory | None = None,
+    loss: PerExampleLoss | None = None,
     probes: Sequence[Probe] = (),
     overwrite: bool = False,
     verbose: bool = False,
@@ -224,7 +282,13 @@ def run_sweep(
         groups are loaded, a checkpointed group continues); a different sweep there is
         refused unless ``overwrite``.
       data: a ``Dataset`` to use instead of ``config.data`` (e.g. ``jaxsgd.data.from_arrays``).
-      model: a ``Model`` to use instead of ``config.model``.
+      model: a ``Model`` to use instead of ``config.model`` (e.g. ``jaxsgd.from_module``).
+      optimizer: the user's own optimizer instead of ``config.optimizer``: a factory of the
+        run's traced hyperparameters, ``hp -> optax.GradientTransformation`` (e.g.
+        ``lambda hp: optax.lion(hp.learning_rate, b1=hp.momentum)``; ``hp.learning_rate`` is
+        the scheduled rate; ``jaxsgd.optimizers.make_optimizer``).
+      loss: the user's own loss instead of ``config.loss``: ``loss(outputs [B, K], targets)
+        -> [B]`` per-example losses; the sweep minimises their mean (``jaxsgd.losses``).
       probes: measurements run inside the training scan (``jaxsgd.probes.base``).
       verbose: print one line per finished group.
       progress: show a progress bar (runs, steps, examples/s, ETA) between chunks.
@@ -242,7 +306,11 @@ def run_sweep(
             check_int("eval_slice", eval_slice, unit="examples, or None")
     except ValueError as e:
         raise ConfigError(str(e)) from None
-    dataset, model_obj, task = prepare(config, data, model)
+    config, dataset, model_obj, task, optimizer = prepare(config, data, model,
+                                                          optimizer=optimizer, loss=loss)
+    if optimizer is None:
+        raise ConfigError(f"optimizer.name: the sweep was configured with the user's own "
+                          f"optimizer {config.optimizer!r}; pass it as optimizer=")
     model_key = None if model is not None else (
         config.model, json.dumps(dict(config.model_options), sort_keys=True),
         dataset.input_shape, dataset.num_outputs)
@@ -257,6 +325,7 @@ def run_sweep(
     hp, seeds = pad_runs(grid_hparams(config), padded_size(config.grid.num_runs, mesh))
     total = sum(config.num_steps(b) for b in config.batch_sizes)
     sweep = _Sweep(config=config, model=model_obj, model_key=model_key, task=task,
+                   optimizer=optimizer,
                    probes=probes, mesh=mesh, data=train_data(config, dataset, mesh),
                    hparams=shard_runs(hp, mesh), seeds=shard_runs(seeds, mesh), folder=folder,
                    fingerprint=fingerprint, chunk_steps=chunk_steps, eval_slice=eval_slice,

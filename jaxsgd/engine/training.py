@@ -213,7 +213,7 @@ def step_gradients(group: Group, params: PyTree, batch) -> StepGradients:
     """Minibatch loss and gradient; per-example norms too when fused at almost no cost."""
     loss_fn = group.loss_fn
     if group.wants_norms and example_norms_method(loss_fn, params, batch) == "layers":
-        loss_value, grads, norms = value_grad_and_example_norms(loss_fn, params, batch, "layers")
+        loss_value, grads, norms = value_grad_and_example_norms(loss_fn, params, batch, method="layers")
         return StepGradients(loss_value, grads, norms, group.population)
     loss_value, grads = jax.value_and_grad(loss_fn)(params, batch)
     return StepGradients(loss_value, grads, None, group.population)

@@ -52,7 +52,7 @@ params); sizes (k, iterations, probes, slices) are static Python ints. Call them
 
 Example (the top 3 eigenvalues of every run of a sweep, [runs, 3]):
     >>> loss_fn = make_loss_fn(model, task_for(10))                        # doctest: +SKIP
-    >>> top = lambda p: top_hessian_eigenvalues(loss_fn, p, (x, y), 3, key)  # doctest: +SKIP
+    >>> top = lambda p: top_hessian_eigenvalues(loss_fn, p, (x, y), key=key, k=3)  # doctest: +SKIP
     >>> jax.jit(jax.vmap(top))(final_params).eigenvalues                   # doctest: +SKIP
 """
 
@@ -245,8 +245,8 @@ def _power(matvec, starts, num_iterations):
     return vals, vecs, residuals
 
 
-def top_hessian_eigenvalues(loss_fn: LossFn, params: PyTree, batch: PyTree, k: int,
-                            key: jax.Array, *, num_iterations: int | None = None,
+def top_hessian_eigenvalues(loss_fn: LossFn, params: PyTree, batch: PyTree, *,
+                            key: jax.Array, k: int = 1, num_iterations: int | None = None,
                             method: str = "lanczos", which: str = "largest", tol: float = 1e-3,
                             slice_size: int | None = None) -> HessianEigenpairs:
     """The k extreme eigenpairs of the Hessian of ``loss_fn`` at ``params`` (see module).
@@ -333,8 +333,8 @@ def hessian_blocks(params: PyTree) -> dict[str, PyTree]:
     return {name: node for name, node, _ in _block_layout(params)}
 
 
-def block_top_hessian_eigenvalues(loss_fn: LossFn, params: PyTree, batch: PyTree,
-                                  key: jax.Array, *, k: int = 1,
+def block_top_hessian_eigenvalues(loss_fn: LossFn, params: PyTree, batch: PyTree, *,
+                                  key: jax.Array, k: int = 1,
                                   num_iterations: int | None = None, method: str = "lanczos",
                                   which: str = "largest", tol: float = 1e-3,
                                   slice_size: int | None = None
@@ -370,7 +370,7 @@ def block_top_hessian_eigenvalues(loss_fn: LossFn, params: PyTree, batch: PyTree
         if method == "lanczos" and num_iterations is not None:
             depth = min(num_iterations, _num_parameters(node))
         results[name] = top_hessian_eigenvalues(
-            block_loss, node, batch, k, block_key, num_iterations=depth, method=method,
+            block_loss, node, batch, k=k, key=block_key, num_iterations=depth, method=method,
             which=which, tol=tol, slice_size=slice_size)
     return results
 
@@ -403,8 +403,8 @@ def _rademacher(key, d, dtype):
     return jax.random.rademacher(key, (d,), jnp.int8).astype(dtype)
 
 
-def hessian_trace(loss_fn: LossFn, params: PyTree, batch: PyTree, key: jax.Array,
-                  num_probes: int, *, slice_size: int | None = None) -> HessianTrace:
+def hessian_trace(loss_fn: LossFn, params: PyTree, batch: PyTree, *, key: jax.Array,
+                  num_probes: int, slice_size: int | None = None) -> HessianTrace:
     """Hutchinson's estimate of tr H: mean of vᵀHv over ``num_probes`` Rademacher probes v.
 
     Unbiased; Var(vᵀHv) = 2(‖H‖_F² − Σ_i H_ii²), so the standard error falls as 1/√probes
@@ -459,8 +459,8 @@ def spectral_moment(spectrum: HessianSpectrum, power: int) -> HessianTrace:
     return _mean_and_stderr(d * per_probe)
 
 
-def hessian_spectrum(loss_fn: LossFn, params: PyTree, batch: PyTree, key: jax.Array,
-                     num_steps: int, num_probes: int, *, grid: int | jax.Array = 1024,
+def hessian_spectrum(loss_fn: LossFn, params: PyTree, batch: PyTree, *, key: jax.Array,
+                     num_steps: int, num_probes: int, grid: int | jax.Array = 1024,
                      sigma: float | None = None, slice_size: int | None = None
                      ) -> HessianSpectrum:
     """The Hessian's eigenvalue density by stochastic Lanczos quadrature (see module).

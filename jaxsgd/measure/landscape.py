@@ -3,7 +3,7 @@
     interpolate(fn, θ_a, θ_b, batch, alphas)        f((1 − α)θ_a + αθ_b)          [A]
     loss_surface_1d(fn, θ, d, batch, alphas)         f(θ + αd)                     [A]
     loss_surface_2d(fn, θ, d₁, d₂, batch, α, β)      f(θ + α_i d₁ + β_j d₂)        [A, B]
-    filter_normalized_direction(θ, key)              Gaussian d, each filter rescaled to θ's
+    filter_normalized_direction(θ, key=key)          Gaussian d, each filter rescaled to θ's
     filter_normalize(d, θ)                           the same rescaling of a given direction
     plot_interpolation, plot_surface_2d              figures in the shared style
 
@@ -169,7 +169,7 @@ def loss_surface_1d(fn: MetricFn, params: PyTree, direction: PyTree, batch: PyTr
     """fn(θ + α d, batch) for every α in ``alphas``: a 1-D slice of the landscape [A].
 
     ``direction`` has the tree structure and leaf shapes of ``params`` (usually
-    ``filter_normalized_direction(params, key)``). Other arguments and the result as in
+    ``filter_normalized_direction(params, key=key)``). Other arguments and the result as in
     ``interpolate``.
     """
     _check_params(params, "params")
@@ -237,7 +237,7 @@ def filter_normalize(direction: PyTree, params: PyTree) -> PyTree:
     return jax.tree_util.tree_map_with_path(rescale, params, direction)
 
 
-def filter_normalized_direction(params: PyTree, key: jax.Array) -> PyTree:
+def filter_normalized_direction(params: PyTree, *, key: jax.Array) -> PyTree:
     """A random filter-normalised direction for ``params`` (Li et al. 2018).
 
     d ~ N(0, I) as one draw of the flattened params (``ravel_pytree`` order; one random

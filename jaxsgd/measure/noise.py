@@ -12,7 +12,7 @@ Notation (SCIENCE.md): per-example gradients g_i of a mean loss, G = mean_i g_i,
 * ``two_batch_noise_scale(...)`` — the unbiased estimator from the squared norms of two batch
   gradients of sizes B_small < B_big, with the finite-data correction for batches drawn
   without replacement from N examples (E|G_B|² = |G|² + tr Σ/B · (N − B)/(N − 1)).
-* ``hessian_noise_scale(loss_fn, params, batch, key)`` — B_noise = tr(HΣ)/(GᵀHG) with
+* ``hessian_noise_scale(loss_fn, params, batch, key=key)`` — B_noise = tr(HΣ)/(GᵀHG) with
   Hessian-vector products (forward-over-reverse): tr(HΣ) = mean_i (g_i − G)ᵀH(g_i − G) over
   every example, or an unbiased estimate from ``num_examples`` of them drawn with ``key``;
   also ε_max = |G|²/(GᵀHG), the optimal step of the full gradient.
@@ -55,6 +55,7 @@ def per_example_gradient_moments(
     loss_fn: Callable[[PyTree, PyTree], jax.Array],
     params: PyTree,
     batch: PyTree,
+    *,
     slice_size: int | None = None,
 ) -> tuple[PyTree, PyTree]:
     """(Σ_i g_i, Σ_i |g_i|² per leaf) over the n examples of ``batch``.
@@ -110,7 +111,7 @@ def gradient_noise_scale(
     n = _batch_size(batch)
     if unbiased and n < 2:
         raise ValueError(f"batch: {n} example(s); the unbiased noise scale needs at least 2")
-    sums, squares = per_example_gradient_moments(loss_fn, params, batch, slice_size)
+    sums, squares = per_example_gradient_moments(loss_fn, params, batch, slice_size=slice_size)
     leaf_grad_sq = jax.tree.map(lambda s: jnp.sum(jnp.square(s / n)), sums)
     leaf_mean_sq = jax.tree.map(lambda q: q / n, squares)
     per_leaf = NoiseScale(*(
@@ -212,8 +213,8 @@ def hessian_noise_scale(
     loss_fn: Callable[[PyTree, PyTree], jax.Array],
     params: PyTree,
     batch: PyTree,
-    key: jax.Array | None = None,
     *,
+    key: jax.Array | None = None,
     num_examples: int | None = None,
     slice_size: int | None = None,
     unbiased: bool = False,
@@ -237,7 +238,7 @@ def hessian_noise_scale(
         raise ValueError("key: needed to draw num_examples examples")
     if unbiased and n < 2:
         raise ValueError(f"batch: {n} example(s); the unbiased noise scale needs at least 2")
-    sums, squares = per_example_gradient_moments(loss_fn, params, batch, slice_size)
+    sums, squares = per_example_gradient_moments(loss_fn, params, batch, slice_size=slice_size)
     mean = jax.tree.map(lambda s: s / n, sums)
     grad_sq = _tree_vdot(mean, mean)
     trace = sum(jax.tree.leaves(squares)) / n - grad_sq

@@ -233,6 +233,7 @@ def value_grad_and_example_norms(
     loss_fn: Callable[[PyTree, PyTree], jax.Array],
     params: PyTree,
     batch: PyTree,
+    *,
     method: str = "auto",
 ) -> tuple[jax.Array, PyTree, PyTree]:
     """Mean loss, its gradient, and each example's squared gradient norm per parameter leaf.
@@ -264,6 +265,7 @@ def example_gradient_gram(
     loss_fn: Callable[[PyTree, PyTree], jax.Array],
     params: PyTree,
     batch: PyTree,
+    *,
     method: str = "auto",
 ) -> tuple[jax.Array, PyTree, jax.Array]:
     """Mean loss, its gradient, and the Gram matrix K_ij = g_i·g_j of per-example gradients.

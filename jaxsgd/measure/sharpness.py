@@ -60,7 +60,7 @@ it is ``key=``, and ``key=None`` (start at 0) keeps ``num_steps=1`` equal to SAM
 first-order perturbation. Results report ``num_steps``, since a few steps under-estimate.
 
 Example (final params of a sweep, [runs] leading axis):
-    >>> sharp = jax.jit(jax.vmap(lambda p, k: epsilon_sharpness(loss_fn, p, batch, k)))(
+    >>> sharp = jax.jit(jax.vmap(lambda p, k: epsilon_sharpness(loss_fn, p, batch, key=k)))(
     ...     params, jax.random.split(key, runs))          # doctest: +SKIP
     >>> sharp.sharpness                                    # [runs], percent  # doctest: +SKIP
 
@@ -255,7 +255,7 @@ def _sub_batched_worst_case(loss_fn, params, batch, key, m, **options) -> WorstC
 
 # --- public measures ------------------------------------------------------------------------
 
-def epsilon_sharpness(loss_fn: LossFn, params: PyTree, batch: PyTree, key: jax.Array, *,
+def epsilon_sharpness(loss_fn: LossFn, params: PyTree, batch: PyTree, *, key: jax.Array,
                       epsilon=1e-3, num_steps: int = 20, step_size=0.5, start: float = 0.01
                       ) -> EpsilonSharpness:
     """Keskar et al.'s ε-sharpness by projected sign-gradient ascent (see module docstring).
@@ -288,7 +288,7 @@ def epsilon_sharpness(loss_fn: LossFn, params: PyTree, batch: PyTree, key: jax.A
 
 
 def epsilon_sharpness_lbfgsb(loss_fn: LossFn, params: PyTree, batch: PyTree,
-                             key: jax.Array | None, *, epsilon=1e-3, max_iter: int = 1000,
+                             *, key: jax.Array | None = None, epsilon=1e-3, max_iter: int = 1000,
                              tol: float = 1e-12, start: float = 0.01) -> EpsilonSharpness:
     """ε-sharpness maximised with scipy's L-BFGS-B on −L(θ + z), z ∈ C_ε (the reference).
 
@@ -403,7 +403,7 @@ def adaptive_sharpness(loss_fn: LossFn, params: PyTree, batch: PyTree, *, rho=0.
                                    num_steps=num_steps, step_size=step_size, start=start)
 
 
-def average_sharpness(loss_fn: LossFn, params: PyTree, batch: PyTree, key: jax.Array, *,
+def average_sharpness(loss_fn: LossFn, params: PyTree, batch: PyTree, *, key: jax.Array,
                       sigma=0.01, num_samples: int = 64, adaptive: bool = False, eta=0.0,
                       antithetic: bool = True) -> AverageSharpness:
     """Average-case sharpness E_δ[L(θ + δ)] − L(θ), δ ~ N(0, σ² diag(s²)) (module docstring).

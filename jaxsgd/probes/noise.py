@@ -76,7 +76,7 @@ def noise_scale_probe(every: int = 1, decay: float = 0.95, microbatches: int | N
         b = _batch_size(batch)
         norms = gradients.example_sq_norms
         if norms is None:  # not fusable: exact per-example gradients, only when due
-            _, _, norms = value_grad_and_example_norms(loss_fn, params, batch, "vmap")
+            _, _, norms = value_grad_and_example_norms(loss_fn, params, batch, method="vmap")
         big = optax.tree.norm(gradients.grads, squared=True)
         small = jnp.mean(sum(jax.tree.leaves(norms)))
         n = gradients.num_train
@@ -135,7 +135,7 @@ def hessian_noise_probe(every: int = 16, num_examples: int | None = 16, decay: f
         del opt_state, step
         b = _batch_size(batch)
         used = None if num_examples is None else min(num_examples, b)
-        h = hessian_noise_scale(loss_fn, params, batch, key, num_examples=used, unbiased=True)
+        h = hessian_noise_scale(loss_fn, params, batch, key=key, num_examples=used, unbiased=True)
         ghg_ema, thc_ema = state
         ghg_ema = decay * ghg_ema + (1 - decay) * h.grad_hessian_grad
         thc_ema = decay * thc_ema + (1 - decay) * h.trace_hessian_cov

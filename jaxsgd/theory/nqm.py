@@ -442,7 +442,7 @@ def _simulate(nqm, configs, key, num_steps, num_runs):
     return jax.lax.scan(step, (x0, x0, states), jnp.arange(num_steps + 1))[1]
 
 
-def nqm_monte_carlo(nqm: NQM, steps, learning_rate, batch_size, key: jax.Array, *,
+def nqm_monte_carlo(nqm: NQM, steps, learning_rate, batch_size, *, key: jax.Array,
                     momentum=0.0, averaging=0.0, precondition=0.0,
                     num_runs: int = 1000) -> NQMMonteCarlo:
     """Simulate the NQM with optax (see module docstring): the loss of the iterate (of its EMA
