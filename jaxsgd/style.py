@@ -72,7 +72,7 @@ def save_figure(fig: Figure, path: str | os.PathLike) -> list[Path]:
 
 
 def tick_at(axis, values) -> None:
-    """Major ticks at exactly ``values`` (a sequence of grid points), labelled plainly (0.03, 256)."""
+    """Major ticks at exactly ``values`` (a sequence), labelled plainly (0.03, 256)."""
     axis.set_ticks(values, [f"{v:g}" for v in values])
     axis.set_minor_locator(ticker.NullLocator())
 
