@@ -27,7 +27,7 @@ import numpy as np
 from matplotlib.figure import Figure
 
 import jaxsgd
-from jaxsgd.engine.sweep import prepare
+from jaxsgd.engine.sweep import rebuild
 from jaxsgd.experiment_cli import experiment_args, write_report
 from jaxsgd.measure.landscape import interpolate, plot_interpolation
 from jaxsgd.analysis.minima import MinimaOptions, minima_summary
@@ -62,7 +62,7 @@ PRESETS = {
 
 def interpolation_curves(result, small: int, large: int, alphas, seed: int) -> dict:
     """Loss and accuracy on the training and test sets along θ_small → θ_large (one seed)."""
-    _, data, model, task, _ = prepare(result.config)
+    _, data, model, task, _ = rebuild(result)
     lr = float(result.metrics.learning_rate[0])
     theta_small = result.run_params(small, learning_rate=lr, seed=seed)
     theta_large = result.run_params(large, learning_rate=lr, seed=seed)

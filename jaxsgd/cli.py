@@ -269,11 +269,11 @@ def _sweep(args: argparse.Namespace) -> int:
     # data set, model (ValueError from make_model). Errors later on are bugs and keep their
     # traceback, except those of the results folder.
     try:
-        data = prepare(config).data
+        prepare(config)
     except ValueError as e:  # ConfigError, DataError, model errors
         raise _InputError(f"{args.config}: {e}") from None
     try:
-        result = run_sweep(config, args.out, data=data, probes=probes, overwrite=args.overwrite,
+        result = run_sweep(config, args.out, probes=probes, overwrite=args.overwrite,
                            verbose=not args.quiet,
                            progress=not (args.quiet or args.no_progress),
                            chunk_steps=args.chunk_steps)

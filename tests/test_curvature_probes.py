@@ -13,7 +13,7 @@ import numpy as np
 import pytest
 from jax.flatten_util import ravel_pytree
 
-from jaxsgd.engine.folder import fingerprint_difference, sweep_fingerprint
+from jaxsgd.engine.provenance import describe_probes, differences
 from jaxsgd.config import Grid, SweepConfig
 from jaxsgd.probes.curvature import lambda_max_probe, lanczos_top_eigenpair
 from jaxsgd.data import from_arrays
@@ -236,16 +236,14 @@ def test_bad_input_raises_a_clear_value_error(regression):
             run_sweep(config, data=regression, probes=(probe,), progress=False)
 
 
-def test_fixed_data_enters_the_fingerprint(regression):
+def test_fixed_data_enters_the_provenance(regression):
     x, y = regression.x_train, regression.y_train
-    shapes = {"w": jax.ShapeDtypeStruct((2,), jnp.float32)}
 
-    def fingerprint(probe):
-        return sweep_fingerprint({}, regression, shapes, (probe,))
+    def record(probe):
+        return {"run": {"probes": describe_probes((probe,))}}
 
-    same = fingerprint(lambda_max_probe(data=(x[:8], y[:8])))
-    assert fingerprint_difference(same, fingerprint(lambda_max_probe(data=(x[:8].copy(),
-                                                                           y[:8])))) is None
+    same = record(lambda_max_probe(data=(x[:8], y[:8])))
+    assert differences(same, record(lambda_max_probe(data=(x[:8].copy(), y[:8])))) == []
     for other in (lambda_max_probe(data=(x[1:9], y[1:9])), lambda_max_probe(),
                   lambda_max_probe(data=(x[:8], y[:8]), num_iterations=3)):
-        assert fingerprint_difference(same, fingerprint(other)) is not None
+        assert differences(same, record(other))

@@ -14,7 +14,7 @@ import numpy as np
 import pytest
 
 import jaxsgd
-from jaxsgd.engine.folder import fingerprint_difference, sweep_fingerprint
+from jaxsgd.engine.provenance import describe_probes, differences
 from jaxsgd.config import Grid, SweepConfig
 from jaxsgd.data import linear_regression
 from jaxsgd.losses import cross_entropy, mse
@@ -222,7 +222,8 @@ def test_probe_options_are_checked_and_guard_resuming(mnist1d_small):
     with pytest.raises(ValueError, match="microbatches: 5 does not divide the batch size 16"):
         run_sweep(_config(), data=mnist1d_small, probes=(noise_scale_probe(microbatches=5),),
                   progress=False)
-    shapes = {"w": jax.ShapeDtypeStruct((2,), jnp.float32)}
-    a = sweep_fingerprint({}, mnist1d_small, shapes, (noise_scale_probe(decay=0.9),))
-    b = sweep_fingerprint({}, mnist1d_small, shapes, (noise_scale_probe(decay=0.99),))
-    assert fingerprint_difference(a, b) is not None
+    a = {"run": {"probes": describe_probes((noise_scale_probe(decay=0.9),))}}
+    b = {"run": {"probes": describe_probes((noise_scale_probe(decay=0.99),))}}
+    assert differences(a, b) == ["the probes are [['noise_scale', 1, {'decay': 0.99, "
+                                 "'microbatches': None}]] here but [['noise_scale', 1, "
+                                 "{'decay': 0.9, 'microbatches': None}]] in the folder"]

@@ -136,7 +136,7 @@ def test_existing_results_folder_is_never_silently_overwritten(mnist1d_small, tm
     with pytest.raises(FileExistsError, match=r"different sweep \(training.budget is 30 here"):
         run_sweep(config(batch_sizes=(16,), budget=30), out, data=mnist1d_small)
     shifted = mnist1d_small._replace(x_train=mnist1d_small.x_train + 1.0)
-    with pytest.raises(FileExistsError, match="the data set differs"):
+    with pytest.raises(FileExistsError, match="data: its arrays differ"):
         run_sweep(config(batch_sizes=(16,)), out, data=shifted)
     assert (out / "group_bs16.nc").read_bytes() == before
     other = tmp_path / "mine"

@@ -37,7 +37,7 @@ from jaxsgd.data import Dataset
 from jaxsgd.losses import make_loss_fn
 from jaxsgd.engine.results import SweepResult, to_grid, grid_dims
 from jaxsgd.measure.sharpness import adaptive_sharpness, epsilon_sharpness
-from jaxsgd.engine.sweep import grid_hparams, prepare
+from jaxsgd.engine.sweep import grid_hparams, rebuild
 from jaxsgd.engine.training import initial_params
 
 PyTree = Any
@@ -119,9 +119,12 @@ def minima_summary(result: SweepResult, data: Dataset | None = None, *, model=No
 
     Args:
       result: a finished sweep (``run_sweep`` or ``load_sweep``).
-      data: its dataset (default: loaded from the configuration, as the sweep did).
+      data: its dataset (default: loaded from the configuration, as the sweep did); needed
+        when the sweep was trained on the user's own data.
       model: its model, when the sweep was given one instead of a configured name.
       loss: its loss, when the sweep was given the user's own (``run_sweep(loss=...)``).
+      Data, model and loss are checked against the sweep's provenance (``rebuild``): another
+      data set, model or loss is refused, naming the argument to pass.
       key: seed or key of the estimators' random probes (shared by all runs).
       options: ``MinimaOptions``.
       runs_per_call: runs measured at once inside each compiled call (>= 1).
@@ -137,7 +140,7 @@ def minima_summary(result: SweepResult, data: Dataset | None = None, *, model=No
     missing = [b for b in batch_sizes if b not in result.params]
     if missing:
         raise ValueError(f"batch_sizes: {missing} not in the results (have {sorted(result.params)})")
-    _, data, model, task, _ = prepare(config, data, model, loss=loss)
+    _, data, model, task, _ = rebuild(result, data, model, loss=loss)
     n = data.num_train if options.num_examples is None else min(options.num_examples,
                                                                 data.num_train)
     batch = (jnp.asarray(data.x_train[:n]), jnp.asarray(data.y_train[:n]))

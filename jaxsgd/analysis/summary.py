@@ -88,7 +88,17 @@ def _header(result: SweepResult) -> str:
         direction = "<=" if target_direction(c.target_metric) == "min" else ">="
         parts.append(f"target {c.target_metric} {direction} {c.target_value:g}")
     parts.append(f"best over {', '.join(search_dims(result))}; mean over {seeds} seed(s)")
-    return " | ".join(parts)
+    lines = [" | ".join(parts)]
+    run = (result.provenance or {}).get("run")
+    if run:  # what was really run: the user's own parts by their names, with sizes
+        d, m = run["data"], run["model"]
+        task = f"{d['num_classes']} classes" if d["num_classes"] else "regression"
+        loss = run["loss"]["name"] or "by data set"
+        lines.append(f"data {d['name']} ({d['num_train']} train, {d['num_test']} test, inputs "
+                     f"{tuple(d['input_shape'])}, {task}) | model {m['name']} "
+                     f"({m['num_parameters']:,} parameters) | loss {loss} | optimizer "
+                     f"{run['optimizer']['name']}")
+    return "\n".join(lines)
 
 
 def summarize(result: SweepResult) -> str:

@@ -3,10 +3,10 @@
 A results folder holds
 
 * ``config.json`` — the sweep configuration (``SweepConfig.to_dict``), JSON;
-* ``sweep.json`` — the folder format and the sweep's *fingerprint*: everything that determines
-  its results (configuration, a SHA-256 of the data arrays, the model's parameter shapes, the
-  probes and their options). A different sweep pointed at the folder is refused, with the
-  differences spelled out, rather than mixed in;
+* ``sweep.json`` — the folder format and the sweep's *provenance*
+  (``jaxsgd.engine.provenance``): what determines its runs (configuration, data, model, loss,
+  optimizer, probes) and which runs it holds. A different sweep pointed at the folder is
+  refused, with the differences named, rather than mixed in;
 * per finished batch-size group: ``group_bs{B}.nc`` (labelled metrics, netCDF) and
   ``params_bs{B}.npz`` (final parameters, leading ``[runs]`` axis);
 * per running group: ``checkpoint_bs{B}.npz`` (the whole group state after the last chunk).
@@ -22,7 +22,6 @@ the format is refused with a message saying how to run the sweep again.
 
 from __future__ import annotations
 
-import hashlib
 import json
 import os
 import re
@@ -35,13 +34,14 @@ import jax
 import numpy as np
 import xarray as xr
 
-from jaxsgd._util import array_digest, atomic_write, key_name, write_npz
+from jaxsgd._util import atomic_write, key_name, write_npz
 from jaxsgd.config import SweepConfig
+from jaxsgd.engine.provenance import differences
 from jaxsgd.engine.results import SweepResult, combine
 from jaxsgd.engine.sharding import barrier, is_main_process
 
 PyTree = Any
-FORMAT = 2  # results-folder and pytree-file format; 1: jaxsgd before the layered package
+FORMAT = 3  # results-folder and pytree-file format; 2: before provenance, 1: before layers
 CONFIG_FILE = "config.json"
 SWEEP_FILE = "sweep.json"
 _GROUP_RE = re.compile(r"group_bs(\d+)\.nc$")
@@ -63,42 +63,6 @@ def params_file(folder: Path, batch_size: int) -> Path:
 
 def checkpoint_file(folder: Path, batch_size: int) -> Path:
     return folder / f"checkpoint_bs{batch_size}.npz"
-
-
-# --------------------------------------------------------------------------- fingerprint
-
-
-def sweep_fingerprint(config_dict: dict, data, params_shape: PyTree, probes: Sequence) -> dict:
-    """What a resumed sweep must share with the folder's: JSON-ready dict of named parts."""
-    shapes = [f"{jax.tree_util.keystr(p)}:{tuple(l.shape)}:{l.dtype}"
-              for p, l in jax.tree_util.tree_flatten_with_path(params_shape)[0]]
-    return {
-        "config": config_dict,
-        "data": array_digest(data.x_train, data.y_train, data.x_test, data.y_test),
-        "model": hashlib.sha256("\n".join(shapes).encode()).hexdigest(),
-        "probes": [[p.name, p.every, *([dict(p.options)] if p.options else [])]
-                   for p in probes],
-    }
-
-
-def fingerprint_difference(stored: dict, current: dict) -> str | None:
-    """A readable account of how two fingerprints differ, or None if they are equal."""
-    if stored == current:
-        return None
-    parts = []
-    old_cfg, new_cfg = stored.get("config", {}), current.get("config", {})
-    for section in sorted(set(old_cfg) | set(new_cfg)):
-        a, b = old_cfg.get(section, {}), new_cfg.get(section, {})
-        for key in sorted(set(a) | set(b)):
-            if a.get(key) != b.get(key):
-                parts.append(f"{section}.{key} is {b.get(key)!r} here but "
-                             f"{a.get(key)!r} in the folder")
-    for name, what in (("data", "the data set differs"),
-                       ("model", "the model's parameter shapes differ"),
-                       ("probes", "the probes differ")):
-        if stored.get(name) != current.get(name):
-            parts.append(what)
-    return "; ".join(parts) or "the sweep differs"
 
 
 # --------------------------------------------------------------------------- pytree files
@@ -143,7 +107,8 @@ def load_tree(path: Path, template: PyTree | None = None,
     With ``template`` (arrays or ``ShapeDtypeStruct``s), the leaves must match its paths,
     shapes and dtypes and come back in its structure; without, nested dicts are rebuilt from
     the stored paths. ``expected`` holds header entries that must be equal (fingerprint,
-    batch size, …). Every problem is a ``CheckpointError`` saying what to do.
+    batch size, …; a ``provenance`` is compared as ``jaxsgd.engine.provenance.differences``
+    does). Every problem is a ``CheckpointError`` saying what to do.
     """
     try:
         with open(path, "rb") as f, np.load(f, allow_pickle=False) as npz:
@@ -159,9 +124,12 @@ def load_tree(path: Path, template: PyTree | None = None,
         raise CheckpointError(f"{str(path)!r}: format {header.get('format')!r}, this jaxsgd "
                               f"reads format {FORMAT}; {_RERUN}")
     for key, value in (expected or {}).items():
-        if header.get(key) != value:
-            what = (fingerprint_difference(header.get(key) or {}, value) if key == "fingerprint"
-                    else f"{key} is {value!r} here but {header.get(key)!r} in the checkpoint")
+        if key == "provenance":
+            what = "; ".join(differences(header.get(key) or {}, value, where="the checkpoint"))
+        else:
+            what = (f"{key} is {value!r} here but {header.get(key)!r} in the checkpoint"
+                    if header.get(key) != value else "")
+        if what:
             raise CheckpointError(f"checkpoint {str(path)!r} belongs to a different sweep: "
                                   f"{what}")
     if template is None:
@@ -194,12 +162,13 @@ def _write_json(path: Path, value: Any) -> None:
     atomic_write(path, lambda tmp: tmp.write_text(text))
 
 
-def open_output(out: str | os.PathLike, config: SweepConfig, fingerprint: dict,
+def open_output(out: str | os.PathLike, config: SweepConfig, provenance: dict,
                 overwrite: bool = False) -> Path:
     """Open the results folder of a sweep, new or resumed.
 
-    * missing or empty: created, with ``config.json`` and ``sweep.json`` (format, fingerprint);
-    * holding the same sweep (same fingerprint and format): returned as it is, to resume;
+    * missing or empty: created, with ``config.json`` and ``sweep.json`` (format, provenance);
+    * holding the same sweep (same format, no ``differences`` of provenance): returned as it
+      is, to resume;
     * holding a different sweep, or one written in another format: refused (``FileExistsError``
       saying what differs), unless ``overwrite``, which empties it;
     * anything else that is not empty: refused, whatever ``overwrite`` says.
@@ -217,8 +186,8 @@ def open_output(out: str | os.PathLike, config: SweepConfig, fingerprint: dict,
         stored = _stored(out)
         difference = (f"it was written in folder format {stored.get('format')!r}, this jaxsgd "
                       f"writes format {FORMAT}" if stored.get("format") != FORMAT else
-                      fingerprint_difference(stored.get("fingerprint", {}), fingerprint))
-        if difference is not None and not overwrite:
+                      "; ".join(differences(stored.get("provenance", {}), provenance)))
+        if difference and not overwrite:
             raise FileExistsError(
                 f"results folder {str(out)!r} holds a different sweep ({difference}); choose "
                 "another folder or pass overwrite=True (--overwrite) to replace it")
@@ -229,7 +198,7 @@ def open_output(out: str | os.PathLike, config: SweepConfig, fingerprint: dict,
         if not out.exists() or not any(out.iterdir()):
             out.mkdir(parents=True, exist_ok=True)
             _write_json(out / CONFIG_FILE, config.to_dict())
-            _write_json(out / SWEEP_FILE, {"format": FORMAT, "fingerprint": fingerprint})
+            _write_json(out / SWEEP_FILE, {"format": FORMAT, "provenance": provenance})
     barrier("jaxsgd-output-ready")
     return out
 
@@ -307,4 +276,5 @@ def load_sweep(path: str | os.PathLike, *, model: Any = None,
         raise FileNotFoundError(f"{str(path)!r} holds no finished batch-size group yet")
     metrics = combine(groups)
     metrics.attrs["complete"] = int(sorted(params) == sorted(config.batch_sizes))
-    return SweepResult(config=config, metrics=metrics, params=params)
+    return SweepResult(config=config, metrics=metrics, params=params,
+                       provenance=stored.get("provenance"))

@@ -37,11 +37,14 @@ PyTree = Any
 
 @dataclass
 class SweepResult:
-    """Metrics (labelled) and final parameters ({batch_size: pytree with leading [runs] axis})."""
+    """Metrics (labelled), final parameters ({batch_size: pytree with leading [runs] axis}) and
+    the provenance of the runs (``jaxsgd.engine.provenance``: data, model, loss, optimizer,
+    probes as run), against which analyses check the data and model they rebuild."""
 
     config: SweepConfig
     metrics: xr.Dataset
     params: dict[int, PyTree] = field(default_factory=dict)
+    provenance: dict | None = None
 
     def probe(self, name: str, batch_size: int) -> xr.DataArray | xr.Dataset:
         """A probe's outputs at one batch size on their own axis: [*grid dims, step, ...].

@@ -28,12 +28,13 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from jaxsgd._util import check_int, is_user_part, user_part_name
+from jaxsgd._util import USER_PART, check_int, is_user_part, user_part_name
 from jaxsgd.config import ConfigError, SweepConfig, validate
 from jaxsgd.data import Dataset, check_dataset, load_dataset
 from jaxsgd.engine.evaluation import EvalData, eval_slots, evaluation_steps
 from jaxsgd.engine.folder import (checkpoint_file, group_file, load_checkpoint, load_group,
-                                  open_output, save_checkpoint, save_group, sweep_fingerprint)
+                                  open_output, save_checkpoint, save_group)
+from jaxsgd.engine.provenance import analysis_differences, describe_data, provenance
 from jaxsgd.engine.progress import SweepProgress
 from jaxsgd.engine.results import SweepResult, combine, group_dataset
 from jaxsgd.engine.sharding import (barrier, group_programs, init_params_program,
@@ -44,7 +45,7 @@ from jaxsgd.hyperparams import HParams, hparams, traced_values
 from jaxsgd.losses import PerExampleLoss, Task, task_for
 from jaxsgd.models import Model, make_model
 from jaxsgd.optimizers import OptimizerFactory
-from jaxsgd.probes.base import Probe
+from jaxsgd.probes.base import Probe, checked_probes
 
 MAX_CHUNKS = 16  # default: a group runs in at most this many chunks of equal length
 
@@ -78,7 +79,11 @@ def prepare(config: SweepConfig, data: Dataset | None = None, model: Model | Non
     """Validate everything and build the sweep's ``Parts`` without compiling anything.
 
     ``data``, ``model``, ``optimizer`` and ``loss`` are the user's own parts, used instead of
-    the configured ones (``run_sweep``).
+    the configured ones (``run_sweep``) and recorded in the returned configuration as
+    "user:NAME" (their options dropped) — except data equal to what the configuration loads,
+    which keeps its configured name. A configuration that records a user's part needs that part
+    again (a ``ConfigError`` says which argument to pass), except the optimizer, which only
+    training needs (``Parts.optimizer`` is then None).
     """
     if optimizer is not None:
         if not callable(optimizer):
@@ -93,10 +98,21 @@ def prepare(config: SweepConfig, data: Dataset | None = None, model: Model | Non
     elif is_user_part(config.loss):
         raise ConfigError(f"training.loss: the sweep was trained with the user's own loss "
                           f"{config.loss!r}; pass it as loss=")
+    if model is not None:
+        config = config.replace(model=USER_PART + model.name, model_options={})
+    elif is_user_part(config.model):
+        raise ConfigError(f"model.name: the sweep was run with the user's own model "
+                          f"{config.model!r}; pass it as model=")
     validate(config)
-    if data is None:
-        data = load_dataset(config.data, **dict(config.data_options))
-    data = check_dataset(data)
+    if data is not None:
+        data = check_dataset(data)
+        if not _is_configured_data(config, data):
+            config = config.replace(data=USER_PART + data.name, data_options={})
+    elif is_user_part(config.data):
+        raise ConfigError(f"data.name: the sweep was run on the user's own data {config.data!r}; "
+                          f"pass it as data=")
+    else:
+        data = check_dataset(load_dataset(config.data, **dict(config.data_options)))
     validate(config, num_train=data.num_train)
     if config.eval_train_examples is not None and config.eval_train_examples > data.num_train:
         raise ConfigError(f"evaluation.train_examples: {config.eval_train_examples} is larger "
@@ -131,6 +147,39 @@ def prepare(config: SweepConfig, data: Dataset | None = None, model: Model | Non
     elif not is_user_part(config.optimizer):
         optimizer = config.optimizer
     return Parts(config, data, model, task, optimizer)
+
+
+def _is_configured_data(config: SweepConfig, data: Dataset) -> bool:
+    """Whether ``data`` holds exactly the arrays the configuration loads (same name, same
+    SHA-256); a data set that cannot be loaded here is not the configured one."""
+    if data.name != config.data or is_user_part(config.data):
+        return False
+    try:
+        configured = check_dataset(load_dataset(config.data, **dict(config.data_options)))
+    except (ValueError, OSError):
+        return False
+    return describe_data(configured)["digest"] == describe_data(data)["digest"]
+
+
+def rebuild(result: SweepResult, data: Dataset | None = None, model: Model | None = None, *,
+            loss: PerExampleLoss | None = None) -> Parts:
+    """The data, model and task a finished sweep was trained with, for an analysis.
+
+    Built from the sweep's configuration, or from the user's parts where it records them
+    (refused without them: the ``ConfigError`` names the argument to pass), then checked against
+    the sweep's provenance: data whose arrays differ, a model whose parameter shapes, initial
+    parameters or outputs differ, or a loss whose values differ are refused, naming the argument
+    that gives the sweep's own.
+    """
+    parts = prepare(result.config, data, model, loss=loss)
+    if result.provenance is not None:
+        current = provenance(parts.config, parts.data, parts.model, parts.task)
+        wrong = analysis_differences(result.provenance, current)
+        if wrong:
+            argument, what = next(iter(wrong.items()))
+            raise ConfigError(f"{argument}: the {argument} here differs from the sweep's "
+                              f"({what}); pass the sweep's own as {argument}=")
+    return parts
 
 
 def train_data(config: SweepConfig, data: Dataset, mesh=None) -> TrainData:
@@ -187,7 +236,7 @@ class _Sweep:
     hparams: HParams  # [padded runs]
     seeds: jax.Array  # [padded runs]
     folder: Path | None
-    fingerprint: dict
+    provenance: dict
     chunk_steps: int | None
     eval_slice: int | None
     progress: SweepProgress
@@ -226,7 +275,7 @@ def run_group(sweep: _Sweep, batch_size: int):
     steps = np.arange(spec.num_steps, dtype=np.int32)
     chunk = chunk_length(spec.num_steps, sweep.chunk_steps)
     path = checkpoint_file(sweep.folder, batch_size) if sweep.folder else None
-    expected = {"fingerprint": sweep.fingerprint, "batch_size": batch_size, "num_runs": runs}
+    expected = {"provenance": sweep.provenance, "batch_size": batch_size, "num_runs": runs}
     start = 0
     if path is not None and path.is_file():
         # The state's structure, without computing (or compiling) initial parameters.
@@ -306,6 +355,10 @@ def run_sweep(
             check_int("eval_slice", eval_slice, unit="examples, or None")
     except ValueError as e:
         raise ConfigError(str(e)) from None
+    try:
+        probes = checked_probes(probes)
+    except ValueError as e:
+        raise ConfigError(str(e)) from None
     config, dataset, model_obj, task, optimizer = prepare(config, data, model,
                                                           optimizer=optimizer, loss=loss)
     if optimizer is None:
@@ -315,20 +368,17 @@ def run_sweep(
         config.model, json.dumps(dict(config.model_options), sort_keys=True),
         dataset.input_shape, dataset.num_outputs)
     model_key = _model_key(model_obj, model_key)
-    probes = tuple(probes)
     mesh = run_mesh(devices, max_size=config.grid.num_runs)
-    folder, fingerprint = None, {}
     params_shape = jax.eval_shape(model_obj.init, jax.random.key(0))  # one run's, for the folder
-    if out is not None:
-        fingerprint = sweep_fingerprint(config.to_dict(), dataset, params_shape, probes)
-        folder = open_output(out, config, fingerprint, overwrite)
+    record = provenance(config, dataset, model_obj, task, optimizer, probes)
+    folder = None if out is None else open_output(out, config, record, overwrite)
     hp, seeds = pad_runs(grid_hparams(config), padded_size(config.grid.num_runs, mesh))
     total = sum(config.num_steps(b) for b in config.batch_sizes)
     sweep = _Sweep(config=config, model=model_obj, model_key=model_key, task=task,
                    optimizer=optimizer,
                    probes=probes, mesh=mesh, data=train_data(config, dataset, mesh),
                    hparams=shard_runs(hp, mesh), seeds=shard_runs(seeds, mesh), folder=folder,
-                   fingerprint=fingerprint, chunk_steps=chunk_steps, eval_slice=eval_slice,
+                   provenance=record, chunk_steps=chunk_steps, eval_slice=eval_slice,
                    progress=SweepProgress(total, enabled=progress and is_main_process()))
     groups, params = [], {}
     try:
@@ -357,4 +407,4 @@ def run_sweep(
     barrier("jaxsgd-sweep-done")
     metrics = combine(groups)
     metrics.attrs["complete"] = 1
-    return SweepResult(config=config, metrics=metrics, params=params)
+    return SweepResult(config=config, metrics=metrics, params=params, provenance=record)

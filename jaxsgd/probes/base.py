@@ -16,16 +16,21 @@ A probe built with ``step_gradients=True`` also receives the training step's own
 no extra backward pass; ``example_sq_norms`` (each leaf [B]: every example's squared gradient
 norm, ``jaxsgd.measure.per_example``) comes fused into that backward pass when the model's layers allow
 it, and is ``None`` otherwise (the probe then computes what it needs itself, only when due).
-``options`` (pairs of name and JSON-able value) enter the sweep's fingerprint, so resuming with other settings is refused.
+``options`` (pairs of name and JSON value: number, string, bool, None, or a list of them) enter
+the sweep's provenance, so resuming with other settings is refused; ``checked_probes`` checks
+them before anything compiles and makes lists tuples (hashable, as compiled programs need).
 The noise-scale probes live in ``jaxsgd.probes.noise``.
 """
 
 from __future__ import annotations
 
-from typing import Any, Callable, NamedTuple
+from typing import Any, Callable, NamedTuple, Sequence
 
 import jax
+import numpy as np
 import optax
+
+from jaxsgd._util import check_int
 
 PyTree = Any
 
@@ -37,6 +42,47 @@ class Probe(NamedTuple):
     measure: Callable[..., tuple[PyTree, dict[str, jax.Array]]]
     step_gradients: bool = False
     options: tuple[tuple[str, Any], ...] = ()  # (name, JSON-able value) pairs; hashable
+
+
+def _frozen(where: str, value: Any) -> Any:
+    """A JSON value with lists as tuples (NumPy scalars as Python ones); ``ValueError`` naming
+    ``where`` for anything else."""
+    if isinstance(value, np.generic) and np.ndim(value) == 0:
+        value = value.item()
+    if value is None or isinstance(value, (bool, int, float, str)):
+        return value
+    if isinstance(value, (list, tuple)):
+        return tuple(_frozen(f"{where}[{i}]", v) for i, v in enumerate(value))
+    raise ValueError(f"{where}: {value!r} is not a JSON value (a number, string, bool, None or "
+                     f"a list of them)")
+
+
+def checked_probes(probes: Sequence[Probe]) -> tuple[Probe, ...]:
+    """The probes of a sweep, checked before anything compiles: each a ``Probe`` with a
+    distinct non-empty name, ``every`` a positive integer, options (name, JSON value) pairs;
+    lists in the options become tuples. A one-line ``ValueError`` names the bad probe and value.
+    """
+    out, names = [], set()
+    for i, probe in enumerate(probes):
+        if not isinstance(probe, Probe):
+            raise ValueError(f"probes[{i}]: {probe!r} is not a Probe")
+        if not isinstance(probe.name, str) or not probe.name:
+            raise ValueError(f"probes[{i}]: name {probe.name!r} is not a non-empty string")
+        if probe.name in names:
+            raise ValueError(f"probes: two probes are named {probe.name!r}; give one a name=")
+        names.add(probe.name)
+        check_int(f"probe {probe.name!r}: every", probe.every, unit="optimizer steps")
+        options = probe.options.items() if isinstance(probe.options, dict) else probe.options
+        pairs = []
+        for pair in options:
+            if not (isinstance(pair, (tuple, list)) and len(pair) == 2
+                    and isinstance(pair[0], str)):
+                raise ValueError(f"probe {probe.name!r}: options must be (name, value) pairs, "
+                                 f"got {pair!r}")
+            pairs.append((pair[0], _frozen(f"probe {probe.name!r}: option {pair[0]!r}",
+                                           pair[1])))
+        out.append(probe._replace(options=tuple(pairs)))
+    return tuple(out)
 
 
 class StepGradients(NamedTuple):

@@ -41,8 +41,8 @@ from jaxsgd.probes.base import Probe, StepGradients
 
 def _check(every: int, decay: float) -> None:
     check_int("every", every, unit="optimizer steps")
-    if not 0.0 <= decay < 1.0:
-        raise ValueError(f"decay: {decay!r} must be in [0, 1)")
+    if isinstance(decay, bool) or not isinstance(decay, (int, float)) or not 0.0 <= decay < 1.0:
+        raise ValueError(f"decay: {decay!r} must be a number in [0, 1)")
 
 
 def noise_scale_probe(every: int = 1, decay: float = 0.95, microbatches: int | None = None,

@@ -36,6 +36,12 @@ def make_probe(name: str, options: Mapping[str, Any]):
     if unknown:
         raise ValueError(f"[probes.{name}]: unknown option {unknown[0]!r}; accepted: "
                          f"{', '.join(accepted)}")
+    defaults = inspect.signature(factory).parameters
+    for key, value in options.items():
+        if isinstance(value, (list, dict)) and not isinstance(defaults[key].default,
+                                                              (list, tuple)):
+            raise ValueError(f"[probes.{name}]: option {key!r} = {value!r} must be a single "
+                             f"value, not a {type(value).__name__}")
     try:
         return factory(**options)
     except (TypeError, ValueError) as e:
