@@ -56,7 +56,7 @@ for _module, _names in {
     "jaxsgd.engine.training": "make_trainer",
     "jaxsgd.engine.results": "SweepResult",
     "jaxsgd.engine.folder": "CheckpointError load_sweep",
-    "jaxsgd.engine.sweep": "run_sweep",
+    "jaxsgd.engine.sweep": "continue_from run_sweep",
     "jaxsgd.analysis.best": "best_points",
     "jaxsgd.analysis.summary": "best_hyperparameters best_learning_rate summarize",
     "jaxsgd.analysis.critical": "CriticalBatchSize critical_batch_size plot_critical_batch_size",

@@ -59,6 +59,9 @@ _KEY_HELP = {
     "target.metric": "metric for steps-to-target",
     "target.value": "reached at metric <= value (losses, errors) or >= value (accuracies)",
     "target.stop": "stop each run (freeze its parameters) when it reaches the target",
+    "snapshots.points": "keep every run's full state at these points (budget units)",
+    "snapshots.log_points": "and/or at this many log-spaced points",
+    "snapshots.evaluations": "and/or at every evaluation point",
     **{f"grid.{h.name}": h.doc for h in HYPERPARAMETERS},
 }
 _CHOICES = {

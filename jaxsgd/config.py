@@ -103,6 +103,10 @@ class SweepConfig:
         compared "at the same training loss" (Keskar et al. 2017). Needs a target.
     decay_boundaries: for the 'step' schedule, fractions of the run where the rate is multiplied
         by ``decay``.
+    snapshot_points / snapshot_log_points / snapshot_evaluations: where every run's full state
+        (parameters, optimizer state, sampler, keys, buffers) is kept, in ``budget_unit`` like
+        the evaluation schedule: exactly these points, and/or this many log-spaced points,
+        and/or every evaluation point (``jaxsgd.engine.sweep``: snapshots).
     """
 
     data: str = "mnist1d"
@@ -125,6 +129,9 @@ class SweepConfig:
     target_metric: str | None = None
     target_value: float | None = None
     stop_at_target: bool = False
+    snapshot_points: tuple[int, ...] = ()
+    snapshot_log_points: int = 0
+    snapshot_evaluations: bool = False
     grid: Grid = field(default_factory=Grid)
 
     @property
@@ -162,10 +169,16 @@ class SweepConfig:
             },
             "target": {"metric": self.target_metric, "value": self.target_value,
                        "stop": self.stop_at_target or None},  # absent when False
+            "snapshots": {"points": list(self.snapshot_points) or None,
+                          "log_points": self.snapshot_log_points or None,
+                          "evaluations": self.snapshot_evaluations or None},
             "grid": {k: list(v) for k, v in self.grid.axes().items()},
         }
-        # TOML has no null: drop None values.
-        return {s: {k: v for k, v in t.items() if v is not None} for s, t in d.items()}
+        # TOML has no null: drop None values (and the snapshots table when it is empty).
+        d = {s: {k: v for k, v in t.items() if v is not None} for s, t in d.items()}
+        if not d["snapshots"]:
+            del d["snapshots"]
+        return d
 
     @classmethod
     def from_dict(cls, d: Mapping[str, Any]) -> "SweepConfig":
@@ -201,6 +214,9 @@ SCHEMA: dict[str, dict[str, tuple[str, str]]] = {
     },
     "target": {"metric": ("target_metric", "str"), "value": ("target_value", "float"),
                "stop": ("stop_at_target", "bool")},
+    "snapshots": {"points": ("snapshot_points", "int_list"),
+                  "log_points": ("snapshot_log_points", "int"),
+                  "evaluations": ("snapshot_evaluations", "bool")},
 }
 GRID_KINDS = {h.name: "int_list" if h.integer else "float_list" for h in HYPERPARAMETERS}
 _SECTIONS = ("data", "model", *SCHEMA, "grid")
@@ -331,6 +347,13 @@ def validate(config: SweepConfig, num_train: int | None = None) -> SweepConfig:
                and 0 <= point <= c.budget,
                f"evaluation.points: {point!r} is not an integer in 0..budget ({c.budget} "
                f"{c.budget_unit})")
+    for point in c.snapshot_points:
+        _check(isinstance(point, (int, np.integer)) and not isinstance(point, bool)
+               and 0 <= point <= c.budget,
+               f"snapshots.points: {point!r} is not an integer in 0..budget ({c.budget} "
+               f"{c.budget_unit})")
+    _check(isinstance(c.snapshot_log_points, (int, np.integer)) and c.snapshot_log_points >= 0,
+           f"snapshots.log_points: {c.snapshot_log_points!r} is not a non-negative integer")
     if c.eval_train_examples is not None:
         _check(c.eval_train_examples > 0,
                f"evaluation.train_examples: {c.eval_train_examples!r} is not positive")

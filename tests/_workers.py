@@ -17,7 +17,8 @@ from jaxsgd.data import mnist1d  # noqa: E402
 SCALE_CONFIG = SweepConfig(
     data="mnist1d", data_options={"num_samples": 1000}, model="mlp",
     model_options={"width": 256, "depth": 2}, batch_sizes=(64,), budget=600,
-    budget_unit="steps", eval_every=100, grid=Grid(learning_rate=(0.05, 0.1, 0.2), seed=(0, 1)))
+    budget_unit="steps", eval_every=100, snapshot_points=(45, 300, 555),
+    grid=Grid(learning_rate=(0.05, 0.1, 0.2), seed=(0, 1)))
 
 # Sweeps compared between one process and several: 20 steps (parameters), and a quick full run
 # (accuracy). Runs: 3 learning rates x 2 seeds = 6, not a multiple of the device count.

@@ -133,7 +133,8 @@ def test_killed_sweep_resumes_bitwise(data, tmp_path):
         proc = subprocess.Popen([sys.executable, WORKERS, "sweep", str(out), str(CHUNK)],
                                 stdout=f, stderr=subprocess.STDOUT)
         deadline = time.monotonic() + 300
-        while not checkpoint.exists():
+        first_snapshot = out / "snapshot_bs64_step000000045.npz"
+        while not (checkpoint.exists() and first_snapshot.exists()):
             assert proc.poll() is None, log.read_text()[-3000:]
             assert time.monotonic() < deadline
             time.sleep(0.01)
@@ -142,6 +143,7 @@ def test_killed_sweep_resumes_bitwise(data, tmp_path):
     with np.load(checkpoint, allow_pickle=False) as npz:
         done = json.loads(str(npz["meta"]))["next_step"]
     assert 0 < done < SCALE_CONFIG.budget and not (out / "group_bs64.nc").exists()
+    assert first_snapshot.exists()  # written before the kill, kept through the resume
 
     resumed = run_sweep(SCALE_CONFIG, out, data=data, chunk_steps=CHUNK, progress=False)
     assert not checkpoint.exists()  # removed once the group's results are written
@@ -151,6 +153,14 @@ def test_killed_sweep_resumes_bitwise(data, tmp_path):
     for name in ("train_loss", "test_accuracy", "batch_loss"):
         np.testing.assert_array_equal(resumed.metrics[name], straight.metrics[name])
     np.testing.assert_array_equal(load_sweep(out).metrics.test_loss, straight.metrics.test_loss)
+    # The snapshots written before the kill and after the resume are the uninterrupted ones.
+    assert resumed.snapshot_steps(64) == straight.snapshot_steps(64) == [45, 300, 555]
+    for t in (45, 300, 555):
+        for x, y in zip(jax.tree.leaves(resumed.run_params(64, step=t, learning_rate=0.1,
+                                                           seed=1)),
+                        jax.tree.leaves(straight.run_params(64, step=t, learning_rate=0.1,
+                                                            seed=1))):
+            np.testing.assert_array_equal(x, y)
 
 
 def _interrupted_folder(data, tmp_path, monkeypatch):

@@ -30,27 +30,46 @@ class EvalData(NamedTuple):
     y_test: jax.Array
 
 
+def _points(config: SweepConfig, every: int | None, log_points: int, points) -> set[int]:
+    """Nominal points in ``config.budget_unit``: every ``every``, ``log_points`` log-spaced
+    from one step of the smallest batch (examples) or one step, and ``points``."""
+    out = {int(p) for p in points}
+    if every is not None:
+        out.update(range(0, config.budget + 1, every))
+    if log_points:
+        first = min(config.batch_sizes) if config.budget_unit == "examples" else 1
+        out.update(np.unique(np.round(np.geomspace(first, config.budget, log_points)))
+                   .astype(int).tolist())
+    return out
+
+
 def evaluation_points(config: SweepConfig) -> np.ndarray:
     """Nominal evaluation points [P] int64, in ``config.budget_unit``, sorted, from 0 to budget."""
-    budget = config.budget
-    points = {0, budget}
     every, log_points = config.eval_every, config.eval_log_points
     if every is None and log_points == 0 and not config.eval_points:
-        every = max(1, budget // 16)
-    points.update(int(p) for p in config.eval_points)
-    if every is not None:
-        points.update(range(0, budget + 1, every))
-    if log_points:
-        # Log-spaced from one step of the smallest batch (examples) or one step.
-        first = min(config.batch_sizes) if config.budget_unit == "examples" else 1
-        points.update(np.unique(np.round(np.geomspace(first, budget, log_points))).astype(int).tolist())
+        every = max(1, config.budget // 16)
+    points = {0, config.budget} | _points(config, every, log_points, config.eval_points)
     return np.asarray(sorted(points), np.int64)
+
+
+def _to_steps(config: SweepConfig, points: np.ndarray, batch_size: int) -> np.ndarray:
+    return points if config.budget_unit == "steps" else points // batch_size
 
 
 def evaluation_steps(config: SweepConfig, batch_size: int) -> np.ndarray:
     """Optimizer step [P] int64 at which each nominal point is evaluated for this batch size."""
-    points = evaluation_points(config)
-    return points if config.budget_unit == "steps" else points // batch_size
+    return _to_steps(config, evaluation_points(config), batch_size)
+
+
+def snapshot_steps(config: SweepConfig, batch_size: int) -> np.ndarray:
+    """Optimizer steps [S] int64 (sorted, distinct, in 0..num_steps) after which every run's
+    state is kept at this batch size: the configured snapshot points, log-spaced points and (if
+    asked) the evaluation points, each mapped to ``point // B`` (examples) or ``point``."""
+    points = _points(config, None, config.snapshot_log_points, config.snapshot_points)
+    steps = set(_to_steps(config, np.asarray(sorted(points), np.int64), batch_size).tolist())
+    if config.snapshot_evaluations:
+        steps |= set(evaluation_steps(config, batch_size).tolist())
+    return np.asarray(sorted(steps), np.int64)
 
 
 def eval_slots(steps: np.ndarray, num_steps: int) -> tuple[np.ndarray, np.ndarray]:

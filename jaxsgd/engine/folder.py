@@ -9,7 +9,9 @@ A results folder holds
   refused, with the differences named, rather than mixed in;
 * per finished batch-size group: ``group_bs{B}.nc`` (labelled metrics, netCDF) and
   ``params_bs{B}.npz`` (final parameters, leading ``[runs]`` axis);
-* per running group: ``checkpoint_bs{B}.npz`` (the whole group state after the last chunk).
+* per running group: ``checkpoint_bs{B}.npz`` (the whole group state after the last chunk);
+* per snapshot: ``snapshot_bs{B}_step{T}.npz`` (the whole group state after T steps, every
+  run: parameters, optimizer state, sampler, keys, buffers), kept for good.
 
 Parameters and checkpoints share one pytree format (``save_tree``/``load_tree``): an ``.npz``
 with one array per leaf (``leaf_00000``, … in ``jax.tree`` order) and a JSON header (``meta``:
@@ -28,7 +30,7 @@ import re
 import shutil
 import zipfile
 from pathlib import Path
-from typing import Any, Sequence
+from typing import Any
 
 import jax
 import numpy as np
@@ -45,6 +47,7 @@ FORMAT = 3  # results-folder and pytree-file format; 2: before provenance, 1: be
 CONFIG_FILE = "config.json"
 SWEEP_FILE = "sweep.json"
 _GROUP_RE = re.compile(r"group_bs(\d+)\.nc$")
+_SNAPSHOT_RE = re.compile(r"snapshot_bs(\d+)_step(\d+)\.npz$")
 _RERUN = ("run the sweep again into a new folder, or pass overwrite=True (--overwrite) to "
           "replace this one")
 
@@ -63,6 +66,45 @@ def params_file(folder: Path, batch_size: int) -> Path:
 
 def checkpoint_file(folder: Path, batch_size: int) -> Path:
     return folder / f"checkpoint_bs{batch_size}.npz"
+
+
+def snapshot_file(folder: Path, batch_size: int, step: int) -> Path:
+    return folder / f"snapshot_bs{batch_size}_step{step:09d}.npz"
+
+
+class SnapshotFile:
+    """A snapshot in a results folder, read when asked (``SweepResult.snapshots`` holds these
+    or, for a sweep without a folder, the states themselves)."""
+
+    def __init__(self, path: Path):
+        self.path = path
+
+    def __repr__(self) -> str:
+        return f"SnapshotFile({str(self.path)!r})"
+
+    def state(self, template: PyTree | None = None) -> PyTree:
+        """The whole group state: in ``template``'s structure, or as nested dicts of its
+        fields (``"params"``, ``"opt_state"``, ``"sampler"``, …)."""
+        return load_tree(self.path, template)[0]
+
+    def field(self, name: str, template: PyTree) -> PyTree:
+        """One field of the state (``"params"``) in the structure of ``template`` (that field's
+        tree: the same leaves in the same order), without rebuilding the rest."""
+        with open(self.path, "rb") as f, np.load(f, allow_pickle=False) as npz:
+            header = json.loads(str(npz["meta"]))
+            leaves = [npz[f"leaf_{i:05d}"] for i, row in enumerate(header["leaves"])
+                      if row[0][:1] == [["k", name]]]
+        return jax.tree.unflatten(jax.tree.structure(template), leaves)
+
+
+def snapshot_files(folder: Path) -> dict[int, dict[int, SnapshotFile]]:
+    """The snapshots of a results folder: {batch size: {step: SnapshotFile}}."""
+    found: dict[int, dict[int, SnapshotFile]] = {}
+    for file in sorted(folder.iterdir()):
+        match = _SNAPSHOT_RE.match(file.name)
+        if match:
+            found.setdefault(int(match.group(1)), {})[int(match.group(2))] = SnapshotFile(file)
+    return found
 
 
 # --------------------------------------------------------------------------- pytree files
@@ -277,4 +319,4 @@ def load_sweep(path: str | os.PathLike, *, model: Any = None,
     metrics = combine(groups)
     metrics.attrs["complete"] = int(sorted(params) == sorted(config.batch_sizes))
     return SweepResult(config=config, metrics=metrics, params=params,
-                       provenance=stored.get("provenance"))
+                       provenance=stored.get("provenance"), snapshots=snapshot_files(path))

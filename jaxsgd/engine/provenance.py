@@ -46,9 +46,10 @@ _NUMERIC = {"initial", "outputs", "losses", "updates"}
 
 
 def _summary(tree: PyTree, first: int = 4) -> list[float]:
-    """Per leaf: mean, root mean square and the first ``first`` values, as one list."""
+    """Per leaf: mean, root mean square and the first ``first`` values (on the host: no
+    operation to compile)."""
     out: list[float] = []
-    for leaf in jax.tree.leaves(tree):
+    for leaf in jax.tree.leaves(jax.device_get(tree)):
         a = np.asarray(leaf, np.float64).ravel()
         out += [float(a.mean()), float(np.sqrt(np.mean(a * a))), *map(float, a[:first])]
     return out
@@ -67,75 +68,86 @@ def _synthetic(shape: tuple[int, ...], phase: float, dtype=np.float32) -> np.nda
     return np.sin(0.37 * np.arange(n) + phase).reshape(shape).astype(dtype)
 
 
-def describe_model(model, data, seed: int) -> dict:
-    """The model's identity: name, parameter shapes and dtypes, initial parameters of ``seed``
-    and outputs on the first ``PROBE_EXAMPLES`` training examples (summaries)."""
-    params = initial_params(model.init, seed)
-    outputs = model.apply(params, jnp.asarray(data.x_train[:PROBE_EXAMPLES]))
-    shapes = [f"{'/'.join(p)}:{tuple(np.shape(l))}:{np.dtype(l.dtype)}"
-              for p, l in zip(leaf_paths(params), jax.tree.leaves(params))]
-    count = sum(math.prod(np.shape(l)) for l in jax.tree.leaves(params))
-    return {"name": model.name, "parameters": shapes, "num_parameters": int(count),
-            "initial": _summary(params), "outputs": _summary(outputs, first=8)}
+def _computed(model, task, optimizer, static: tuple, seed: int, x, outputs, targets, hp,
+              params, grads, initial=None) -> dict:
+    """Every computed value of a provenance: the model's initial parameters and outputs, the
+    loss on fixed outputs, the optimizer's first three updates (per-leaf summaries).
+
+    Run eagerly, op by op: JAX caches each operation's executable by shape, so after the first
+    sweep of a process this costs milliseconds (a compiled program per sweep would cost a
+    compilation whenever the model, loss or optimizer changes: +40% on the test suite).
+    """
+    total_steps, schedule, boundaries = static
+    if initial is None:
+        initial = initial_params(model.init, seed)
+    values = {"initial": _summary(initial),
+              "outputs": _summary(model.apply(initial, jnp.asarray(x)), first=8),
+              "losses": [float(task.loss(jnp.asarray(outputs[i:i + 1]),
+                                         jnp.asarray(targets[i:i + 1])))
+                         for i in range(len(outputs))]}
+    if optimizer is not None:
+        tx = make_optimizer(optimizer, hp, total_steps, schedule, boundaries)
+        params = jax.tree.map(jnp.asarray, params)
+        state, updates = tx.init(params), []
+        for g in grads:
+            update, state = tx.update(jax.tree.map(jnp.asarray, g), state, params)
+            updates += _summary(update)
+        values["updates"] = updates
+    return values
 
 
-def describe_loss(name: str | None, task, data) -> dict:
-    """The loss's name and its value on each of ``PROBE_EXAMPLES`` fixed outputs and targets
-    (class labels 0, 1, … or fixed regression targets): the loss alone, whatever the model."""
+def _values(config, data, model, task, optimizer, initial=None) -> dict[str, list[float]]:
+    """The computed values of a provenance (``_computed``), as lists of floats."""
     k = data.num_outputs
-    outputs = jnp.asarray(2 * _synthetic((PROBE_EXAMPLES, k), 0.0))
-    targets = jnp.asarray(np.arange(PROBE_EXAMPLES) % data.num_classes if data.num_classes
-                          else _synthetic((PROBE_EXAMPLES, *data.y_train.shape[1:]), 1.0))
-    per_example = [float(task.loss(outputs[i:i + 1], targets[i:i + 1]))
-                   for i in range(PROBE_EXAMPLES)]
-    return {"name": name, "losses": per_example}
-
-
-def describe_optimizer(config, optimizer, params_shape) -> dict:
-    """The optimizer's name and its first three updates (summaries) at the first grid point, for
-    fixed parameters and changing gradients of the model's shapes: the optimizer alone."""
-    hp = jax.tree.map(lambda a: jnp.asarray(a[0]), traced_values(config.grid.runs()))
-    tx = make_optimizer(optimizer, hp, config.num_steps(config.batch_sizes[0]), config.schedule,
-                        tuple(config.decay_boundaries))
-    leaves, treedef = jax.tree.flatten(params_shape)
-    params = treedef.unflatten([jnp.asarray(_synthetic(l.shape, i, l.dtype))
+    outputs = 2 * _synthetic((PROBE_EXAMPLES, k), 0.0)  # fixed outputs and targets: the loss
+    targets = (np.arange(PROBE_EXAMPLES) % data.num_classes if data.num_classes  # alone
+               else _synthetic((PROBE_EXAMPLES, *data.y_train.shape[1:]), 1.0))
+    leaves, treedef = jax.tree.flatten(jax.eval_shape(model.init, jax.random.key(0)))
+    params = treedef.unflatten([_synthetic(l.shape, i, l.dtype) for i, l in enumerate(leaves)])
+    grads = [treedef.unflatten([(0.1 + step) * _synthetic(l.shape, 0.5 + i + step, l.dtype)
                                 for i, l in enumerate(leaves)])
-    state, updates = tx.init(params), []
-    for step in range(3):  # gradients that change between steps (else Adam's is Lion's)
-        grads = treedef.unflatten([jnp.asarray((0.1 + step) * _synthetic(l.shape, 0.5 + i + step,
-                                                                         l.dtype))
-                                   for i, l in enumerate(leaves)])
-        update, state = tx.update(grads, state, params)
-        updates += _summary(update, first=4)
-    return {"name": config.optimizer, "updates": updates}
+             for step in range(3)]  # changing between steps (else Adam's update is Lion's)
+    hp = jax.tree.map(lambda a: jnp.asarray(a[0]), traced_values(config.grid.runs()))
+    static = (config.num_steps(config.batch_sizes[0]), config.schedule,
+              tuple(config.decay_boundaries))
+    values = _computed(model, task, optimizer, static, int(config.grid.seed[0]),
+                       data.x_train[:PROBE_EXAMPLES], outputs, targets, hp, params, grads,
+                       initial)
+    return values
 
 
 def describe_probes(probes: Sequence) -> list:
     return [[p.name, p.every, *([dict(p.options)] if p.options else [])] for p in probes]
 
 
-def provenance(config, data, model, task, optimizer=None, probes: Sequence | None = ()) -> dict:
+def provenance(config, data, model, task, optimizer=None, probes: Sequence | None = (),
+               initial: PyTree | None = None) -> dict:
     """What determines the runs (``run``) and which runs there are (``runs``); JSON-ready.
 
     ``config`` is the configuration as run (user parts recorded as "user:NAME"); ``optimizer``
     a built-in family's name or the user's factory. With ``optimizer`` None only the data,
-    model and loss are described (what an analysis that trains nothing rebuilds).
+    model and loss are described (what an analysis that trains nothing rebuilds). ``initial``:
+    the first seed's initial parameters when already computed (the sweep's own).
     """
-    model_part = describe_model(model, data, int(config.grid.seed[0]))
-    loss_part = describe_loss(config.loss, task, data)
+    values = _values(config, data, model, task, optimizer, initial)
+    shapes = jax.eval_shape(model.init, jax.random.key(0))
+    model_part = {
+        "name": model.name,
+        "parameters": [f"{'/'.join(p)}:{tuple(l.shape)}:{np.dtype(l.dtype)}"
+                       for p, l in zip(leaf_paths(shapes), jax.tree.leaves(shapes))],
+        "num_parameters": int(sum(math.prod(l.shape) for l in jax.tree.leaves(shapes))),
+        "initial": values["initial"], "outputs": values["outputs"]}
+    run = {"data": describe_data(data), "model": model_part,
+           "loss": {"name": config.loss, "losses": values["losses"]}}
     if optimizer is None:
-        return _json({"run": {"data": describe_data(data), "model": model_part,
-                              "loss": loss_part}})
+        return _json({"run": run})
     run_config = config.to_dict()
     runs = {"batch_sizes": list(config.batch_sizes), "grid": run_config.pop("grid")}
     run_config["training"] = {k: v for k, v in run_config["training"].items()
                               if k != "batch_sizes"}
-    return _json({"run": {"config": run_config, "data": describe_data(data), "model": model_part,
-                          "loss": loss_part,
-                          "optimizer": describe_optimizer(
-                              config, optimizer, jax.eval_shape(model.init, jax.random.key(0))),
-                          "probes": describe_probes(probes)},
-                  "runs": runs})
+    run.update(config=run_config, probes=describe_probes(probes),
+               optimizer={"name": config.optimizer, "updates": values["updates"]})
+    return _json({"run": run, "runs": runs})
 
 
 def _json(value: dict) -> dict:

@@ -45,6 +45,9 @@ class SweepResult:
     metrics: xr.Dataset
     params: dict[int, PyTree] = field(default_factory=dict)
     provenance: dict | None = None
+    # {batch size: {step: the group's state after that many steps}}: host ``RunState``s with a
+    # leading [runs] axis, or ``SnapshotFile``s of the results folder (read when asked).
+    snapshots: dict[int, dict[int, Any]] = field(default_factory=dict)
 
     def probe(self, name: str, batch_size: int) -> xr.DataArray | xr.Dataset:
         """A probe's outputs at one batch size on their own axis: [*grid dims, step, ...].
@@ -78,10 +81,10 @@ class SweepResult:
         values = values.isel({axis: np.flatnonzero(keep)}).rename({axis: "step"})
         return values.assign_coords(examples=("step", values["step"].values * batch_size))
 
-    def run_params(self, batch_size: int, **selection) -> PyTree:
-        """Final parameters of the single run picked by ``selection`` (e.g. learning_rate=0.1);
-        every grid dimension of the results with more than one value must be given."""
-        if batch_size not in self.params:
+    def run_index(self, batch_size: int, **selection) -> int:
+        """Index along the leading [runs] axis of the run picked by ``selection`` (e.g.
+        learning_rate=0.1); every grid dimension with more than one value must be given."""
+        if batch_size not in self.params and batch_size not in self.snapshots:
             raise KeyError(f"batch_size={batch_size!r}: no parameters of that batch size here "
                            f"(have {sorted(self.params)})")
         runs = self.metrics["run"].sel(batch_size=batch_size)
@@ -99,8 +102,42 @@ class SweepResult:
                            + (f"; missing {missing}" if missing else "")
                            + (f"; {unknown} are not dimensions of the results" if unknown
                               else ""))
-        run = int(runs.sel(**selection).item())
-        return jax.tree.map(lambda leaf: leaf[run], self.params[batch_size])
+        return int(runs.sel(**selection).item())
+
+    def snapshot_steps(self, batch_size: int) -> list[int]:
+        """The optimizer steps after which this batch size's states were kept."""
+        return sorted(self.snapshots.get(batch_size, {}))
+
+    def _snapshot(self, batch_size: int, step: int) -> Any:
+        kept = self.snapshots.get(batch_size, {})
+        if step not in kept:
+            raise KeyError(f"step={step!r}: no snapshot of batch size {batch_size} there (have "
+                           f"steps {sorted(kept)}; configure them with snapshot_points, "
+                           f"snapshot_log_points or snapshot_evaluations)")
+        return kept[step]
+
+    def run_params(self, batch_size: int, step: int | None = None, **selection) -> PyTree:
+        """Parameters of the single run picked by ``selection`` (e.g. learning_rate=0.1): the
+        final ones, or those after ``step`` optimizer steps (a snapshot step); every grid
+        dimension of the results with more than one value must be given."""
+        run = self.run_index(batch_size, **selection)
+        if step is None:
+            tree = self.params[batch_size]
+        else:
+            kept = self._snapshot(batch_size, step)
+            tree = (kept.field("params", self.params[batch_size]) if hasattr(kept, "field")
+                    else kept.params)
+        return jax.tree.map(lambda leaf: leaf[run], tree)
+
+    def run_state(self, batch_size: int, step: int, **selection) -> PyTree:
+        """The whole state of one run after ``step`` optimizer steps (a snapshot step):
+        parameters, optimizer state, sampler, keys, evaluation buffers, probe states — a
+        ``RunState`` of the sweep that made it, or (read back from a folder) a dict of its
+        fields. Continue runs from it with ``jaxsgd.engine.sweep.continue_from``."""
+        run = self.run_index(batch_size, **selection)
+        kept = self._snapshot(batch_size, step)
+        state = kept.state() if hasattr(kept, "state") else kept
+        return jax.tree.map(lambda leaf: leaf[run], state)
 
 
 def grid_dims(config: SweepConfig) -> list[str]:

@@ -20,7 +20,7 @@ from __future__ import annotations
 import json
 import os
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, NamedTuple, Sequence, Union
 
@@ -31,10 +31,12 @@ import numpy as np
 from jaxsgd._util import USER_PART, check_int, is_user_part, user_part_name
 from jaxsgd.config import ConfigError, SweepConfig, validate
 from jaxsgd.data import Dataset, check_dataset, load_dataset
-from jaxsgd.engine.evaluation import EvalData, eval_slots, evaluation_steps
+from jaxsgd.engine.evaluation import EvalData, eval_slots, evaluation_steps, snapshot_steps
 from jaxsgd.engine.folder import (checkpoint_file, group_file, load_checkpoint, load_group,
-                                  open_output, save_checkpoint, save_group)
-from jaxsgd.engine.provenance import analysis_differences, describe_data, provenance
+                                  open_output, save_checkpoint, save_group, save_tree,
+                                  snapshot_file, snapshot_files)
+from jaxsgd.engine.provenance import (analysis_differences, describe_data, differences,
+                                     provenance)
 from jaxsgd.engine.progress import SweepProgress
 from jaxsgd.engine.results import SweepResult, combine, group_dataset
 from jaxsgd.engine.sharding import (barrier, group_programs, init_params_program,
@@ -240,6 +242,7 @@ class _Sweep:
     chunk_steps: int | None
     eval_slice: int | None
     progress: SweepProgress
+    snapshots: dict = field(default_factory=dict)  # {B: {step: host state}} without a folder
     _params: Any = None
 
     @property
@@ -254,6 +257,15 @@ class _Sweep:
         return self._params
 
 
+def _configured_model_key(config: SweepConfig, model: Model | None, data: Dataset) -> Any:
+    """A configured model's identity for the program caches (its name, options and shapes);
+    None for the user's own model (identified by its functions)."""
+    if model is not None:
+        return None
+    return (config.model, json.dumps(dict(config.model_options), sort_keys=True),
+            data.input_shape, data.num_outputs)
+
+
 def _model_key(model: Model, model_key: Any) -> Any:
     """Identity of a model for the program cache: its config, or its functions."""
     return model_key if model_key is not None else (model.init, model.apply)
@@ -263,9 +275,33 @@ def _unpad(tree, runs: int):
     return jax.tree.map(lambda a: a[:runs], tree)
 
 
-def run_group(sweep: _Sweep, batch_size: int):
+def _state_template(sweep: _Sweep, programs, runs: int):
+    """The structure of a group's host state (``[runs, ...]``), without computing (or
+    compiling) anything."""
+    params_shape = jax.eval_shape(
+        init_params_program(sweep.model, sweep.mesh, sweep.model_key), sweep.seeds)
+    padded_shape = jax.eval_shape(programs.init, sweep.hparams, sweep.seeds, params_shape,
+                                  sweep.data)
+    return jax.tree.map(lambda s: jax.ShapeDtypeStruct((runs, *s.shape[1:]), s.dtype),
+                        padded_shape)
+
+
+def segments(start: int, num_steps: int, chunk: int, snapshots: Sequence[int]) -> list[int]:
+    """Boundaries of the spans ``advance`` runs, from ``start`` to ``num_steps``: every multiple
+    of the chunk length, and every snapshot step (a span ends there, so the state after that
+    many steps reaches the host). Each distinct span length is one compiled program."""
+    inner = set(range(0, num_steps, chunk)) | {int(t) for t in snapshots}
+    return [start, *sorted(t for t in inner if start < t < num_steps), num_steps]
+
+
+def run_group(sweep: _Sweep, batch_size: int, snapshot: Any = None, snapshot_step: int = 0):
     """Train every run at one batch size, in chunks; returns the final ``RunState`` on the
-    host (numpy, ``[runs, ...]``, no padding). Resumes from the group's checkpoint if any."""
+    host (numpy, ``[runs, ...]``, no padding). Resumes from the group's checkpoint if any, or
+    starts from ``snapshot`` (a host state or ``SnapshotFile``, after ``snapshot_step`` steps).
+
+    After every span the group state is checkpointed (with a folder) and, at a snapshot step,
+    kept: ``snapshot_bs{B}_step{T}.npz`` in the folder, else in ``sweep.snapshots``.
+    """
     config, runs = sweep.config, sweep.num_runs
     spec = train_spec(config, batch_size, int(sweep.data.x.shape[0]), sweep.eval_slice,
                       sweep.optimizer)
@@ -276,34 +312,51 @@ def run_group(sweep: _Sweep, batch_size: int):
     chunk = chunk_length(spec.num_steps, sweep.chunk_steps)
     path = checkpoint_file(sweep.folder, batch_size) if sweep.folder else None
     expected = {"provenance": sweep.provenance, "batch_size": batch_size, "num_runs": runs}
-    start = 0
-    if path is not None and path.is_file():
-        # The state's structure, without computing (or compiling) initial parameters.
-        params_shape = jax.eval_shape(
-            init_params_program(sweep.model, sweep.mesh, sweep.model_key), sweep.seeds)
-        padded_shape = jax.eval_shape(programs.init, sweep.hparams, sweep.seeds, params_shape,
-                                      sweep.data)
-        template = jax.tree.map(lambda s: jax.ShapeDtypeStruct((runs, *s.shape[1:]), s.dtype),
-                                padded_shape)
-        host, header = load_checkpoint(path, template, expected)
+    keep = [int(t) for t in snapshot_steps(config, batch_size)]
+    start, host = 0, None
+    if snapshot is not None:
+        start = snapshot_step
+        host = (snapshot.state(_state_template(sweep, programs, runs))
+                if hasattr(snapshot, "state") else snapshot)
+    elif path is not None and path.is_file():
+        host, header = load_checkpoint(path, _state_template(sweep, programs, runs), expected)
         start = int(header["next_step"])
+    if host is not None:
         state = shard_runs(pad_runs(host, padded_size(runs, sweep.mesh)), sweep.mesh)
     else:
         state = programs.init(sweep.hparams, sweep.seeds, sweep.initial_params(), sweep.data)
     sweep.progress.start_group(batch_size, runs, done_steps=start)
-    for first in range(start, spec.num_steps, chunk):
-        last = min(first + chunk, spec.num_steps)
-        span = replicate((steps[first:last], slots[first:last]), sweep.mesh)
-        state = programs.advance(state, sweep.hparams, sweep.data, *span)
-        if path is not None and last < spec.num_steps:
-            host = _unpad(to_host(state), runs)
+    bounds = segments(start, spec.num_steps, chunk, keep)
+    for first, last in zip([None, *bounds], bounds):
+        if first is not None:
+            span = replicate((steps[first:last], slots[first:last]), sweep.mesh)
+            state = programs.advance(state, sweep.hparams, sweep.data, *span)
+        kept = last in keep and not (first is None and snapshot is not None)
+        if first is None and not kept:
+            continue  # the starting state: nothing to save
+        host = _unpad(to_host(state), runs) if kept or path is not None else None
+        if kept:
+            _keep_snapshot(sweep, batch_size, last, host, expected)
+        if path is not None and first is not None and last < spec.num_steps:
             if is_main_process():
                 save_checkpoint(path, host, dict(expected, next_step=last, chunk_steps=chunk))
-        else:
+        elif host is None:
             jax.block_until_ready(state)
-        sweep.progress.advance(last - first)
+        if first is not None:
+            sweep.progress.advance(last - first)
     state = programs.finish(state, sweep.hparams, sweep.data)
     return _unpad(to_host(state), runs)
+
+
+def _keep_snapshot(sweep: _Sweep, batch_size: int, step: int, host, expected: dict) -> None:
+    """Keep the group's host state after ``step`` steps: a file in the folder (written once),
+    else in memory."""
+    if sweep.folder is None:
+        sweep.snapshots.setdefault(batch_size, {})[step] = host
+        return
+    file = snapshot_file(sweep.folder, batch_size, step)
+    if is_main_process() and not file.is_file():
+        save_tree(file, host, dict(expected, step=step))
 
 
 def run_sweep(
@@ -348,38 +401,11 @@ def run_sweep(
       eval_slice: evaluation examples per slice (bounds evaluation memory to
         ``runs x eval_slice`` activations); None evaluates each set at once.
     """
-    try:
-        if chunk_steps is not None:
-            check_int("chunk_steps", chunk_steps, unit="optimizer steps")
-        if eval_slice is not None:
-            check_int("eval_slice", eval_slice, unit="examples, or None")
-    except ValueError as e:
-        raise ConfigError(str(e)) from None
-    try:
-        probes = checked_probes(probes)
-    except ValueError as e:
-        raise ConfigError(str(e)) from None
-    config, dataset, model_obj, task, optimizer = prepare(config, data, model,
-                                                          optimizer=optimizer, loss=loss)
-    if optimizer is None:
-        raise ConfigError(f"optimizer.name: the sweep was configured with the user's own "
-                          f"optimizer {config.optimizer!r}; pass it as optimizer=")
-    model_key = None if model is not None else (
-        config.model, json.dumps(dict(config.model_options), sort_keys=True),
-        dataset.input_shape, dataset.num_outputs)
-    model_key = _model_key(model_obj, model_key)
-    mesh = run_mesh(devices, max_size=config.grid.num_runs)
-    params_shape = jax.eval_shape(model_obj.init, jax.random.key(0))  # one run's, for the folder
-    record = provenance(config, dataset, model_obj, task, optimizer, probes)
-    folder = None if out is None else open_output(out, config, record, overwrite)
-    hp, seeds = pad_runs(grid_hparams(config), padded_size(config.grid.num_runs, mesh))
-    total = sum(config.num_steps(b) for b in config.batch_sizes)
-    sweep = _Sweep(config=config, model=model_obj, model_key=model_key, task=task,
-                   optimizer=optimizer,
-                   probes=probes, mesh=mesh, data=train_data(config, dataset, mesh),
-                   hparams=shard_runs(hp, mesh), seeds=shard_runs(seeds, mesh), folder=folder,
-                   provenance=record, chunk_steps=chunk_steps, eval_slice=eval_slice,
-                   progress=SweepProgress(total, enabled=progress and is_main_process()))
+    sweep = _open_sweep(config, out, data=data, model=model, optimizer=optimizer, loss=loss,
+                        probes=probes, overwrite=overwrite, progress=progress,
+                        chunk_steps=chunk_steps, devices=devices, eval_slice=eval_slice)
+    config, folder, probes, record = sweep.config, sweep.folder, sweep.probes, sweep.provenance
+    params_shape = jax.eval_shape(sweep.model.init, jax.random.key(0))  # one run's
     groups, params = [], {}
     try:
         for batch_size in config.batch_sizes:
@@ -407,4 +433,79 @@ def run_sweep(
     barrier("jaxsgd-sweep-done")
     metrics = combine(groups)
     metrics.attrs["complete"] = 1
-    return SweepResult(config=config, metrics=metrics, params=params, provenance=record)
+    snapshots = snapshot_files(folder) if folder is not None else sweep.snapshots
+    return SweepResult(config=config, metrics=metrics, params=params, provenance=record,
+                       snapshots=snapshots)
+
+
+def _open_sweep(config: SweepConfig, out=None, *, data=None, model=None, optimizer=None,
+                loss=None, probes=(), overwrite=False, progress=True, chunk_steps=None,
+                devices=None, eval_slice=1024) -> _Sweep:
+    """Check every argument, build the parts, open the folder and put the data and runs on the
+    devices: everything a sweep's groups share (``run_sweep``'s arguments)."""
+    try:
+        if chunk_steps is not None:
+            check_int("chunk_steps", chunk_steps, unit="optimizer steps")
+        if eval_slice is not None:
+            check_int("eval_slice", eval_slice, unit="examples, or None")
+        probes = checked_probes(probes)
+    except ValueError as e:
+        raise ConfigError(str(e)) from None
+    config, dataset, model_obj, task, optimizer_part = prepare(config, data, model,
+                                                               optimizer=optimizer, loss=loss)
+    if optimizer_part is None:
+        raise ConfigError(f"optimizer.name: the sweep was configured with the user's own "
+                          f"optimizer {config.optimizer!r}; pass it as optimizer=")
+    model_key = _configured_model_key(config, model, dataset)
+    mesh = run_mesh(devices, max_size=config.grid.num_runs)
+    hp, seeds = pad_runs(grid_hparams(config), padded_size(config.grid.num_runs, mesh))
+    total = sum(config.num_steps(b) for b in config.batch_sizes)
+    sweep = _Sweep(config=config, model=model_obj, model_key=_model_key(model_obj, model_key),
+                   task=task, optimizer=optimizer_part, probes=probes, mesh=mesh,
+                   data=train_data(config, dataset, mesh), hparams=shard_runs(hp, mesh),
+                   seeds=shard_runs(seeds, mesh), folder=None, provenance={},
+                   chunk_steps=chunk_steps, eval_slice=eval_slice,
+                   progress=SweepProgress(total, enabled=progress and is_main_process()))
+    # The first run's initial parameters (the first seed's) from the sweep's own program,
+    # which training needs anyway: the provenance costs no extra compilation.
+    first = jax.tree.map(lambda a: a[0], to_host(sweep.initial_params()))
+    sweep.provenance = provenance(config, dataset, model_obj, task, optimizer_part, probes,
+                                  initial=first)
+    if out is not None:
+        sweep.folder = open_output(out, config, sweep.provenance, overwrite)
+    return sweep
+
+
+def continue_from(result: SweepResult, batch_size: int, step: int, *, data=None, model=None,
+                  optimizer=None, loss=None, probes=(), progress: bool = False,
+                  chunk_steps: int | None = None, devices=None,
+                  eval_slice: int | None = 1024) -> SweepResult:
+    """Continue every run of one batch size from its snapshot after ``step`` steps to the end
+    of its budget; the result holds that group alone (metrics from the start: the snapshot
+    carries the evaluations before ``step``), its later snapshots in memory.
+
+    The parts are the sweep's: its configuration, and the user's own data, model, optimizer,
+    loss and the same probes (as given to ``run_sweep``), checked against its provenance.
+    With nothing changed, the continued runs equal the uninterrupted ones (to float rounding;
+    bitwise with the same spans).
+    """
+    snapshot = result._snapshot(batch_size, step)
+    config = result.config  # all batch sizes: log-spaced points depend on the smallest
+    sweep = _open_sweep(config, data=data, model=model, optimizer=optimizer, loss=loss,
+                        probes=probes, progress=progress, chunk_steps=chunk_steps,
+                        devices=devices, eval_slice=eval_slice)
+    if result.provenance is not None:
+        wrong = differences(result.provenance, sweep.provenance, where="the sweep")
+        if wrong:
+            raise ConfigError(f"continue_from: not the sweep's parts ({'; '.join(wrong)}); "
+                              f"pass the data, model, optimizer, loss and probes it ran with")
+    try:
+        state = run_group(sweep, batch_size, snapshot, step)
+    finally:
+        sweep.progress.close()
+    outputs = {p.name: (p.every, o) for p, o in zip(sweep.probes, state.probe_outputs)}
+    ds = group_dataset(config, batch_size, state.evals, np.asarray(state.diverged_step), outputs)
+    metrics = combine([ds])
+    metrics.attrs["complete"] = 1
+    return SweepResult(config=config, metrics=metrics, params={batch_size: state.params},
+                       provenance=sweep.provenance, snapshots=sweep.snapshots)
