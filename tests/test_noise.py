@@ -67,6 +67,34 @@ def test_per_leaf_values_of_an_mlp_match_per_example_loop():
     np.testing.assert_allclose(ns.b_simple, totals[1] / totals[0], rtol=1e-4)
 
 
+@pytest.mark.parametrize("method, slice_size", [("auto", None), ("auto", 8), ("vmap", 8)])
+def test_fused_noise_scale_equals_exhaustive_per_example_gradients(method, slice_size):
+    """The default path fuses |g_i|² into one backward pass (a flax MLP allows it); it equals
+    every example's gradient computed alone, in float64, to 1e-5."""
+    from jaxsgd.measure.per_example import example_norms_method
+
+    with jax.enable_x64(True):
+        model = make_model("mlp", (6,), 3, width=16, depth=2, activation="tanh")
+        rng = np.random.default_rng(2)
+        x = jnp.asarray(rng.normal(size=(32, 6)))
+        y = jnp.asarray(rng.integers(0, 3, size=32))
+        params = jax.tree.map(lambda a: jnp.asarray(a, jnp.float64), model.init(jax.random.key(1)))
+        loss = lambda p, b: cross_entropy(model.apply(p, b[0]), b[1])  # noqa: E731
+        assert example_norms_method(loss, params, (x, y)) == "layers"
+        flat = jax.jit(jax.vmap(lambda xi, yi: ravel_pytree(jax.grad(loss)(
+            params, (xi[None], yi[None])))[0]))(x, y)
+        g = np.asarray(flat, np.float64)
+        for unbiased in (False, True):
+            ns = jax.jit(lambda p: gradient_noise_scale(loss, p, (x, y), unbiased=unbiased,
+                                                        method=method,
+                                                        slice_size=slice_size))(params)
+            mean, trace = g.mean(0), np.trace(np.cov(g.T, bias=not unbiased))
+            grad_sq = mean @ mean - (trace / 32 if unbiased else 0.0)
+            np.testing.assert_allclose(ns.grad_sq_norm, grad_sq, rtol=1e-5)
+            np.testing.assert_allclose(ns.trace_cov, trace, rtol=1e-5)
+            np.testing.assert_allclose(ns.b_simple, trace / grad_sq, rtol=1e-5)
+
+
 def _at(tree, path):
     for key in path:
         tree = tree[key.key]

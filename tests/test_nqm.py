@@ -180,3 +180,67 @@ def test_critical_batch_size_reads_the_examples_crossing():
 def test_bad_input_is_named(call, match):
     with pytest.raises(ValueError, match=match):
         call()
+
+
+def _decimal_loss(h, c, s0, lr, batch, beta, steps, digits=60):
+    """½ Σ_i h_i E x_i(t)² for heavy-ball momentum, by exact repeated squaring of the moment
+    recursion in ``digits``-digit decimal arithmetic (independent of jaxsgd's basis: the state
+    is (x_t, x_{t−1}), the moments the 3-vector (E x², E x x₋, E x₋²) plus a constant)."""
+    from decimal import Decimal, getcontext
+
+    getcontext().prec = digits
+    total = Decimal(0)
+    for hi, ci, si in zip(h, c, s0):
+        hi, ci, si = Decimal(float(hi)), Decimal(float(ci)), Decimal(float(si))  # exact
+        lr_, b_, beta_ = Decimal(float(lr)), Decimal(float(batch)), Decimal(float(beta))
+        a = 1 + beta_ - lr_ * hi
+        noise = lr_ * lr_ * ci / b_
+        # x' = a x − β x₋ + ε n, x₋' = x:  (xx, xy, yy)' from (xx, xy, yy) and 1
+        step = [[a * a, -2 * a * beta_, beta_ * beta_, noise],
+                [a, -beta_, 0, 0],
+                [1, 0, 0, 0],
+                [0, 0, 0, 1]]
+
+        def mul(p, q):
+            return [[sum(p[i][k] * q[k][j] for k in range(4)) for j in range(4)]
+                    for i in range(4)]
+
+        result = [[Decimal(int(i == j)) for j in range(4)] for i in range(4)]
+        power, t = step, steps
+        while t:
+            if t & 1:
+                result = mul(power, result)
+            power, t = mul(power, power), t >> 1
+        moments = [sum(result[i][j] * v for j, v in enumerate((si, si, si, 1)))
+                   for i in range(4)]
+        total += hi * moments[0] / 2
+    return float(total)
+
+
+def test_momentum_near_one_matches_high_precision_arithmetic():
+    """β up to 0.99999, learning rates down to 1e-7, 2·10⁶ steps, eigenvalues down to 1e-5:
+    exact to 1e-6 against 60-digit decimal arithmetic."""
+    h = np.logspace(0, -5, 12)
+    nqm = make_nqm(h=h)
+    steps = np.asarray([1000, 100_000, 2_000_000])
+    for beta, lr in itertools.product((0.999, 0.9999, 0.99999), (1e-7, 1e-4)):
+        got = nqm_expected_loss(nqm, steps, lr, 4.0, momentum=beta)
+        want = [_decimal_loss(nqm.h, nqm.c, nqm.s0, lr, 4.0, beta, int(t)) for t in steps]
+        np.testing.assert_allclose(np.ravel(got), want, rtol=1e-6, err_msg=f"β={beta}, ε={lr}")
+
+
+def test_a_binned_spectrum_equals_its_repeated_coordinates():
+    """Coordinates of equal curvature as one bin (noise and start scaled by the count): the
+    same loss curve and the same steps to target, with momentum near 1."""
+    counts, h = np.asarray([3, 5, 4]), np.asarray([1.0, 1e-2, 1e-4])
+    repeated = make_nqm(h=np.repeat(h, counts))
+    binned = make_nqm(h=h, c=h * counts, s0=counts.astype(float))
+    steps = np.asarray([10, 10_000, 1_000_000])
+    for beta in (0.9, 0.9999):
+        a = nqm_expected_loss(repeated, steps, 1e-3, 2.0, momentum=beta)
+        b = nqm_expected_loss(binned, steps, 1e-3, 2.0, momentum=beta)
+        np.testing.assert_allclose(a, b, rtol=1e-9)
+        target = 0.3 * float(np.ravel(a)[0])
+        crossing = nqm_first_crossing(repeated, target, 1e-3, 2.0, momentum=beta)
+        assert 10 < crossing < np.inf
+        assert crossing == nqm_first_crossing(binned, target, 1e-3, 2.0, momentum=beta)

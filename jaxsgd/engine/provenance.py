@@ -6,9 +6,10 @@ they are resumed or rebuilt.
 * ``run`` — what determines every run: the configuration without its grid and batch sizes,
   the data (name, sizes, a SHA-256 of the arrays), the model (name, parameter shapes and dtypes,
   its initial parameters for the first seed and its outputs on the first training examples),
-  the loss (its values on fixed outputs and targets), the optimizer (its first three updates at
-  the first grid point, for fixed parameters and gradients of the model's shapes), and the
-  probes with their options;
+  a user's own loss (its values on fixed outputs and targets) and optimizer (its first three
+  updates at the first grid point, for fixed parameters and changing gradients of the model's
+  shapes) — a built-in one is identified by its name and grid values — and the probes with
+  their options;
 * ``runs`` — which runs the sweep holds: batch sizes and grid values.
 
 Names and shapes compare exactly; the values computed by floating-point programs (``initial``,
@@ -34,7 +35,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from jaxsgd._util import array_digest, leaf_paths
+from jaxsgd._util import array_digest, is_user_part, leaf_paths
 from jaxsgd.engine.training import initial_params
 from jaxsgd.hyperparams import traced_values
 from jaxsgd.optimizers import make_optimizer
@@ -68,51 +69,42 @@ def _synthetic(shape: tuple[int, ...], phase: float, dtype=np.float32) -> np.nda
     return np.sin(0.37 * np.arange(n) + phase).reshape(shape).astype(dtype)
 
 
-def _computed(model, task, optimizer, static: tuple, seed: int, x, outputs, targets, hp,
-              params, grads, initial=None) -> dict:
-    """Every computed value of a provenance: the model's initial parameters and outputs, the
-    loss on fixed outputs, the optimizer's first three updates (per-leaf summaries).
+def _values(config, data, model, task, optimizer, initial=None) -> dict[str, list[float]]:
+    """Every computed value of a provenance: the model's initial parameters (``initial``, the
+    first seed's, when the sweep computed them already) and outputs; for a user's own loss its
+    values on fixed outputs and targets; for a user's own optimizer its first three updates
+    (per-leaf summaries, on the host). A built-in loss or optimizer is identified exactly by its
+    name and grid values in the configuration, so nothing is computed for it.
 
     Run eagerly, op by op: JAX caches each operation's executable by shape, so after the first
     sweep of a process this costs milliseconds (a compiled program per sweep would cost a
     compilation whenever the model, loss or optimizer changes: +40% on the test suite).
     """
-    total_steps, schedule, boundaries = static
     if initial is None:
-        initial = initial_params(model.init, seed)
-    values = {"initial": _summary(initial),
-              "outputs": _summary(model.apply(initial, jnp.asarray(x)), first=8),
-              "losses": [float(task.loss(jnp.asarray(outputs[i:i + 1]),
-                                         jnp.asarray(targets[i:i + 1])))
-                         for i in range(len(outputs))]}
-    if optimizer is not None:
-        tx = make_optimizer(optimizer, hp, total_steps, schedule, boundaries)
-        params = jax.tree.map(jnp.asarray, params)
+        initial = initial_params(model.init, int(config.grid.seed[0]))
+    x = jnp.asarray(data.x_train[:PROBE_EXAMPLES])
+    values = {"initial": _summary(initial), "outputs": _summary(model.apply(initial, x), first=8)}
+    if is_user_part(config.loss):  # the loss alone: fixed outputs and targets
+        outputs = 2 * _synthetic((PROBE_EXAMPLES, data.num_outputs), 0.0)
+        targets = (np.arange(PROBE_EXAMPLES) % data.num_classes if data.num_classes
+                   else _synthetic((PROBE_EXAMPLES, *data.y_train.shape[1:]), 1.0))
+        values["losses"] = [float(task.loss(jnp.asarray(outputs[i:i + 1]),
+                                            jnp.asarray(targets[i:i + 1])))
+                            for i in range(PROBE_EXAMPLES)]
+    if optimizer is not None and callable(optimizer):  # fixed parameters, changing gradients
+        leaves, treedef = jax.tree.flatten(jax.eval_shape(model.init, jax.random.key(0)))
+        params = treedef.unflatten([jnp.asarray(_synthetic(l.shape, i, l.dtype))
+                                    for i, l in enumerate(leaves)])
+        hp = jax.tree.map(lambda a: jnp.asarray(a[0]), traced_values(config.grid.runs()))
+        tx = make_optimizer(optimizer, hp, config.num_steps(config.batch_sizes[0]),
+                            config.schedule, tuple(config.decay_boundaries))
         state, updates = tx.init(params), []
-        for g in grads:
-            update, state = tx.update(jax.tree.map(jnp.asarray, g), state, params)
+        for step in range(3):  # gradients that change (else Adam's update is Lion's)
+            grads = treedef.unflatten([jnp.asarray((0.1 + step) * _synthetic(
+                l.shape, 0.5 + i + step, l.dtype)) for i, l in enumerate(leaves)])
+            update, state = tx.update(grads, state, params)
             updates += _summary(update)
         values["updates"] = updates
-    return values
-
-
-def _values(config, data, model, task, optimizer, initial=None) -> dict[str, list[float]]:
-    """The computed values of a provenance (``_computed``), as lists of floats."""
-    k = data.num_outputs
-    outputs = 2 * _synthetic((PROBE_EXAMPLES, k), 0.0)  # fixed outputs and targets: the loss
-    targets = (np.arange(PROBE_EXAMPLES) % data.num_classes if data.num_classes  # alone
-               else _synthetic((PROBE_EXAMPLES, *data.y_train.shape[1:]), 1.0))
-    leaves, treedef = jax.tree.flatten(jax.eval_shape(model.init, jax.random.key(0)))
-    params = treedef.unflatten([_synthetic(l.shape, i, l.dtype) for i, l in enumerate(leaves)])
-    grads = [treedef.unflatten([(0.1 + step) * _synthetic(l.shape, 0.5 + i + step, l.dtype)
-                                for i, l in enumerate(leaves)])
-             for step in range(3)]  # changing between steps (else Adam's update is Lion's)
-    hp = jax.tree.map(lambda a: jnp.asarray(a[0]), traced_values(config.grid.runs()))
-    static = (config.num_steps(config.batch_sizes[0]), config.schedule,
-              tuple(config.decay_boundaries))
-    values = _computed(model, task, optimizer, static, int(config.grid.seed[0]),
-                       data.x_train[:PROBE_EXAMPLES], outputs, targets, hp, params, grads,
-                       initial)
     return values
 
 
@@ -137,8 +129,10 @@ def provenance(config, data, model, task, optimizer=None, probes: Sequence | Non
                        for p, l in zip(leaf_paths(shapes), jax.tree.leaves(shapes))],
         "num_parameters": int(sum(math.prod(l.shape) for l in jax.tree.leaves(shapes))),
         "initial": values["initial"], "outputs": values["outputs"]}
-    run = {"data": describe_data(data), "model": model_part,
-           "loss": {"name": config.loss, "losses": values["losses"]}}
+    loss = {"name": config.loss}
+    if "losses" in values:
+        loss["losses"] = values["losses"]
+    run = {"data": describe_data(data), "model": model_part, "loss": loss}
     if optimizer is None:
         return _json({"run": run})
     run_config = config.to_dict()
@@ -146,7 +140,8 @@ def provenance(config, data, model, task, optimizer=None, probes: Sequence | Non
     run_config["training"] = {k: v for k, v in run_config["training"].items()
                               if k != "batch_sizes"}
     run.update(config=run_config, probes=describe_probes(probes),
-               optimizer={"name": config.optimizer, "updates": values["updates"]})
+               optimizer={"name": config.optimizer,
+                          **({"updates": values["updates"]} if "updates" in values else {})})
     return _json({"run": run, "runs": runs})
 
 

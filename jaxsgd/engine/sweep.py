@@ -241,7 +241,7 @@ class _Sweep:
     provenance: dict
     chunk_steps: int | None
     eval_slice: int | None
-    progress: SweepProgress
+    progress: SweepProgress | None
     snapshots: dict = field(default_factory=dict)  # {B: {step: host state}} without a folder
     _params: Any = None
 
@@ -464,8 +464,7 @@ def _open_sweep(config: SweepConfig, out=None, *, data=None, model=None, optimiz
                    task=task, optimizer=optimizer_part, probes=probes, mesh=mesh,
                    data=train_data(config, dataset, mesh), hparams=shard_runs(hp, mesh),
                    seeds=shard_runs(seeds, mesh), folder=None, provenance={},
-                   chunk_steps=chunk_steps, eval_slice=eval_slice,
-                   progress=SweepProgress(total, enabled=progress and is_main_process()))
+                   chunk_steps=chunk_steps, eval_slice=eval_slice, progress=None)
     # The first run's initial parameters (the first seed's) from the sweep's own program,
     # which training needs anyway: the provenance costs no extra compilation.
     first = jax.tree.map(lambda a: a[0], to_host(sweep.initial_params()))
@@ -473,6 +472,8 @@ def _open_sweep(config: SweepConfig, out=None, *, data=None, model=None, optimiz
                                   initial=first)
     if out is not None:
         sweep.folder = open_output(out, config, sweep.provenance, overwrite)
+    # Only now (the folder accepted) does the progress bar appear.
+    sweep.progress = SweepProgress(total, enabled=progress and is_main_process())
     return sweep
 
 

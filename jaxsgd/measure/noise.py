@@ -6,9 +6,10 @@ Notation (SCIENCE.md): per-example gradients g_i of a mean loss, G = mean_i g_i,
 * ``gradient_noise_scale(loss_fn, params, batch)`` — exact over a batch of n examples treated
   as the population: |G|² and tr Σ = mean_i |g_i|² − |G|² (1/n). With ``unbiased=True`` the batch
   is a sample of a larger population instead: tr Σ gets n/(n − 1) and |G|² loses tr Σ/n, the
-  unbiased estimators of the population's tr Σ and |E g|². Per-example gradients come from
-  ``vmap(grad)`` in slices of ``slice_size`` examples (``lax.map``), so memory holds
-  ``slice_size`` gradients at a time, never n. Also per parameter leaf (``per_leaf``).
+  unbiased estimators of the population's tr Σ and |E g|². The per-example squared norms come
+  fused into one backward pass where the model allows it (``jaxsgd.measure.per_example``),
+  else from ``vmap(grad)``; in slices of ``slice_size`` examples (``lax.map``) either way.
+  Also per parameter leaf (``per_leaf``).
 * ``two_batch_noise_scale(...)`` — the unbiased estimator from the squared norms of two batch
   gradients of sizes B_small < B_big, with the finite-data correction for batches drawn
   without replacement from N examples (E|G_B|² = |G|² + tr Σ/B · (N − B)/(N − 1)).
@@ -31,6 +32,7 @@ import jax
 import jax.numpy as jnp
 
 from jaxsgd._util import batch_size as _batch_size
+from jaxsgd.measure.per_example import METHODS, UnsupportedModel, value_grad_and_example_norms
 
 PyTree = Any
 
@@ -57,13 +59,19 @@ def per_example_gradient_moments(
     batch: PyTree,
     *,
     slice_size: int | None = None,
+    method: str = "auto",
 ) -> tuple[PyTree, PyTree]:
     """(Σ_i g_i, Σ_i |g_i|² per leaf) over the n examples of ``batch``.
 
     ``loss_fn(params, batch)`` is a mean loss; g_i is its gradient on example i alone. The sums
     are accumulated over slices of ``slice_size`` examples (default: all at once); n must be
-    a multiple of it.
+    a multiple of it. ``method``: "layers" computes |g_i|² fused into one backward pass
+    (``jaxsgd.measure.per_example``: about the cost of one gradient), "vmap" from explicit
+    per-example gradients (``vmap(grad)``: about n single-example gradients, any loss_fn),
+    "auto" the first where the model allows it, else the second.
     """
+    if method not in METHODS:
+        raise ValueError(f"method: {method!r}; known: {', '.join(METHODS)}")
     n = _batch_size(batch)
     size = n if slice_size is None else slice_size
     if size < 1 or n % size:
@@ -72,10 +80,22 @@ def per_example_gradient_moments(
     def one(example):
         return jax.grad(loss_fn)(params, jax.tree.map(lambda a: a[None], example))
 
-    def moments(examples):
+    def explicit(examples):
         grads = jax.vmap(one)(examples)
         return (jax.tree.map(lambda g: jnp.sum(g, axis=0), grads),
                 jax.tree.map(lambda g: jnp.sum(jnp.square(g)), grads))
+
+    def moments(examples):
+        if method == "vmap":
+            return explicit(examples)
+        try:  # the slice's mean gradient and every example's |g_i|², one backward pass
+            _, mean, norms = value_grad_and_example_norms(loss_fn, params, examples,
+                                                          method="layers")
+        except UnsupportedModel:
+            if method == "layers":
+                raise
+            return explicit(examples)
+        return (jax.tree.map(lambda g: g * size, mean), jax.tree.map(jnp.sum, norms))
 
     slices = jax.tree.map(lambda a: a.reshape(n // size, size, *a.shape[1:]), batch)
     sums, squares = jax.lax.map(moments, slices)
@@ -98,6 +118,7 @@ def gradient_noise_scale(
     *,
     unbiased: bool = False,
     slice_size: int | None = None,
+    method: str = "auto",
 ) -> NoiseScale:
     """Exact |G|², tr Σ and B_simple over ``batch`` from per-example gradients (see module).
 
@@ -106,12 +127,16 @@ def gradient_noise_scale(
       params: parameter pytree.
       batch: pytree of arrays with a leading example axis of size n (≥ 2 when unbiased).
       unbiased: treat the batch as a sample (n/(n−1) and the |G|² bias correction).
-      slice_size: examples per ``vmap(grad)`` slice (bounds memory); must divide n.
+      slice_size: examples per slice (bounds memory); must divide n.
+      method: how per-example squared norms are computed (``per_example_gradient_moments``):
+        "auto" fuses them into one backward pass when the model allows it (about the cost of
+        one gradient; ``benchmarks/noise_scale.py``), else explicit ``vmap(grad)``.
     """
     n = _batch_size(batch)
     if unbiased and n < 2:
         raise ValueError(f"batch: {n} example(s); the unbiased noise scale needs at least 2")
-    sums, squares = per_example_gradient_moments(loss_fn, params, batch, slice_size=slice_size)
+    sums, squares = per_example_gradient_moments(loss_fn, params, batch, slice_size=slice_size,
+                                                 method=method)
     leaf_grad_sq = jax.tree.map(lambda s: jnp.sum(jnp.square(s / n)), sums)
     leaf_mean_sq = jax.tree.map(lambda q: q / n, squares)
     per_leaf = NoiseScale(*(
@@ -218,6 +243,7 @@ def hessian_noise_scale(
     num_examples: int | None = None,
     slice_size: int | None = None,
     unbiased: bool = False,
+    method: str = "auto",
 ) -> HessianNoiseScale:
     """B_noise = tr(HΣ)/(GᵀHG) over ``batch`` (see module docstring).
 
@@ -230,6 +256,7 @@ def hessian_noise_scale(
     ``gradient_noise_scale`` does: tr Σ and tr(HΣ) get n/(n − 1), and |G|² and GᵀHG lose
     tr Σ/n and tr(HΣ)/n, the noise the batch mean adds to them. This is exact for a fixed H
     (H is still the batch's own Hessian; its sampling error is not corrected).
+    ``method``: how G and tr Σ are computed, as in ``gradient_noise_scale``.
     """
     n = _batch_size(batch)
     if num_examples is not None and not 1 <= num_examples <= n:
@@ -238,7 +265,8 @@ def hessian_noise_scale(
         raise ValueError("key: needed to draw num_examples examples")
     if unbiased and n < 2:
         raise ValueError(f"batch: {n} example(s); the unbiased noise scale needs at least 2")
-    sums, squares = per_example_gradient_moments(loss_fn, params, batch, slice_size=slice_size)
+    sums, squares = per_example_gradient_moments(loss_fn, params, batch, slice_size=slice_size,
+                                                 method=method)
     mean = jax.tree.map(lambda s: s / n, sums)
     grad_sq = _tree_vdot(mean, mean)
     trace = sum(jax.tree.leaves(squares)) / n - grad_sq
