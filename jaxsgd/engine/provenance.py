@@ -230,8 +230,10 @@ def analysis_differences(stored: dict, current: dict) -> dict[str, str]:
     for part, (argument, keys) in _REBUILT.items():
         a, b = old.get(part) or {}, new.get(part) or {}
         for key in keys:
-            same = _close(a[key], b[key]) if key in _NUMERIC else a.get(key) == b.get(key)
-            if key in a and key in b and not same:
+            if key not in a or key not in b:  # not recorded (a built-in loss): nothing to check
+                continue
+            same = _close(a[key], b[key]) if key in _NUMERIC else a[key] == b[key]
+            if not same:
                 out[argument] = _WHAT.get((part, key), f"its {key} differ")
                 break
     return out
