@@ -69,12 +69,13 @@ def _synthetic(shape: tuple[int, ...], phase: float, dtype=np.float32) -> np.nda
     return np.sin(0.37 * np.arange(n) + phase).reshape(shape).astype(dtype)
 
 
-def _values(config, data, model, task, optimizer, initial=None) -> dict[str, list[float]]:
+def _values(config, data, model, task, optimizer, shapes, initial=None) -> dict[str, list[float]]:
     """Every computed value of a provenance: the model's initial parameters (``initial``, the
     first seed's, when the sweep computed them already) and outputs; for a user's own loss its
     values on fixed outputs and targets; for a user's own optimizer its first three updates
     (per-leaf summaries, on the host). A built-in loss or optimizer is identified exactly by its
-    name and grid values in the configuration, so nothing is computed for it.
+    name and grid values in the configuration, so nothing is computed for it. ``shapes``: the
+    model's parameter shapes (``jax.eval_shape`` of its init).
 
     Run eagerly, op by op: JAX caches each operation's executable by shape, so after the first
     sweep of a process this costs milliseconds (a compiled program per sweep would cost a
@@ -92,7 +93,7 @@ def _values(config, data, model, task, optimizer, initial=None) -> dict[str, lis
                                             jnp.asarray(targets[i:i + 1])))
                             for i in range(PROBE_EXAMPLES)]
     if optimizer is not None and callable(optimizer):  # fixed parameters, changing gradients
-        leaves, treedef = jax.tree.flatten(jax.eval_shape(model.init, jax.random.key(0)))
+        leaves, treedef = jax.tree.flatten(shapes)
         params = treedef.unflatten([jnp.asarray(_synthetic(l.shape, i, l.dtype))
                                     for i, l in enumerate(leaves)])
         hp = jax.tree.map(lambda a: jnp.asarray(a[0]), traced_values(config.grid.runs()))
@@ -121,8 +122,8 @@ def provenance(config, data, model, task, optimizer=None, probes: Sequence | Non
     model and loss are described (what an analysis that trains nothing rebuilds). ``initial``:
     the first seed's initial parameters when already computed (the sweep's own).
     """
-    values = _values(config, data, model, task, optimizer, initial)
     shapes = jax.eval_shape(model.init, jax.random.key(0))
+    values = _values(config, data, model, task, optimizer, shapes, initial)
     model_part = {
         "name": model.name,
         "parameters": [f"{'/'.join(p)}:{tuple(l.shape)}:{np.dtype(l.dtype)}"

@@ -35,8 +35,7 @@ from jaxsgd.engine.evaluation import EvalData, eval_slots, evaluation_steps, sna
 from jaxsgd.engine.folder import (checkpoint_file, group_file, load_checkpoint, load_group,
                                   open_output, save_checkpoint, save_group, save_tree,
                                   snapshot_file, snapshot_files)
-from jaxsgd.engine.provenance import (analysis_differences, describe_data, differences,
-                                     provenance)
+from jaxsgd.engine.provenance import analysis_differences, differences, provenance
 from jaxsgd.engine.progress import SweepProgress
 from jaxsgd.engine.results import SweepResult, combine, group_dataset
 from jaxsgd.engine.sharding import (barrier, group_programs, init_params_program,
@@ -152,15 +151,16 @@ def prepare(config: SweepConfig, data: Dataset | None = None, model: Model | Non
 
 
 def _is_configured_data(config: SweepConfig, data: Dataset) -> bool:
-    """Whether ``data`` holds exactly the arrays the configuration loads (same name, same
-    SHA-256); a data set that cannot be loaded here is not the configured one."""
+    """Whether ``data`` holds exactly the arrays the configuration loads (same name, equal
+    arrays); a data set that cannot be loaded here is not the configured one."""
     if data.name != config.data or is_user_part(config.data):
         return False
     try:
         configured = check_dataset(load_dataset(config.data, **dict(config.data_options)))
     except (ValueError, OSError):
         return False
-    return describe_data(configured)["digest"] == describe_data(data)["digest"]
+    return all(a.dtype == b.dtype and np.array_equal(a, b)
+               for a, b in zip(configured[:4], data[:4]))
 
 
 def rebuild(result: SweepResult, data: Dataset | None = None, model: Model | None = None, *,
@@ -326,24 +326,22 @@ def run_group(sweep: _Sweep, batch_size: int, snapshot: Any = None, snapshot_ste
     else:
         state = programs.init(sweep.hparams, sweep.seeds, sweep.initial_params(), sweep.data)
     sweep.progress.start_group(batch_size, runs, done_steps=start)
+    if snapshot is None and start in keep:  # the state before any step of this call
+        _keep_snapshot(sweep, batch_size, start, _unpad(to_host(state), runs), expected)
     bounds = segments(start, spec.num_steps, chunk, keep)
-    for first, last in zip([None, *bounds], bounds):
-        if first is not None:
-            span = replicate((steps[first:last], slots[first:last]), sweep.mesh)
-            state = programs.advance(state, sweep.hparams, sweep.data, *span)
-        kept = last in keep and not (first is None and snapshot is not None)
-        if first is None and not kept:
-            continue  # the starting state: nothing to save
-        host = _unpad(to_host(state), runs) if kept or path is not None else None
-        if kept:
-            _keep_snapshot(sweep, batch_size, last, host, expected)
-        if path is not None and first is not None and last < spec.num_steps:
-            if is_main_process():
+    for first, last in zip(bounds[:-1], bounds[1:]):
+        span = replicate((steps[first:last], slots[first:last]), sweep.mesh)
+        state = programs.advance(state, sweep.hparams, sweep.data, *span)
+        checkpoint = path is not None and last < spec.num_steps
+        if last in keep or checkpoint:
+            host = _unpad(to_host(state), runs)
+            if last in keep:
+                _keep_snapshot(sweep, batch_size, last, host, expected)
+            if checkpoint and is_main_process():
                 save_checkpoint(path, host, dict(expected, next_step=last, chunk_steps=chunk))
-        elif host is None:
+        else:
             jax.block_until_ready(state)
-        if first is not None:
-            sweep.progress.advance(last - first)
+        sweep.progress.advance(last - first)
     state = programs.finish(state, sweep.hparams, sweep.data)
     return _unpad(to_host(state), runs)
 
