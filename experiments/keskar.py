@@ -45,7 +45,7 @@ PRESETS = {
             budget=2**19, eval_every=2**11, target_metric="train_loss", target_value=0.01,
             stop_at_target=True, grid=jaxsgd.Grid(learning_rate=(3e-3,), seed=(0, 1, 2))),
         options=MinimaOptions(num_examples=None, lanczos_iterations=40, trace_probes=64,
-                              epsilon=1e-3, epsilon_steps=40, adaptive_rho=1e-3,
+                              epsilon=1e-3, adaptive_rho=1e-3,
                               adaptive_steps=40),
         alphas=np.linspace(-1.0, 2.0, 61)),
     "quick": dict(
@@ -90,6 +90,7 @@ def analyse(result, options: MinimaOptions, alphas) -> dict:
             "steps_to_target": {str(b): [float(v) for v in result.metrics.steps_to_target.sel(
                 batch_size=b).values.ravel()] for b in (small, large)},
             "measures": table, "ratio_large_to_small": ratios,
+            "epsilon_sharpness_gap_max": float(np.nanmax(summary.epsilon_sharpness_gap)),
             "interpolation_seed": seed, "alphas": [float(a) for a in alphas],
             "interpolation": {split: {k: [float(x) for x in v] for k, v in c.items()}
                               for split, c in curves.items()}}

@@ -49,7 +49,8 @@ def test_epsilon_sharpness_at_the_minimum_of_a_diagonal_quadratic_is_the_box_cor
         def measures(p, k):
             # ASAM's l∞ box with η = 1 is the same box: its max is the same corner.
             return (epsilon_sharpness(loss, p, None, key=k, epsilon=epsilon),
-                    epsilon_sharpness(loss, p, None, key=k, epsilon=epsilon, num_steps=1),
+                    epsilon_sharpness(loss, p, None, key=k, epsilon=epsilon, num_steps=1,
+                                      step_size=0.5, power_steps=0),
                     adaptive_sharpness(loss, p, None, rho=epsilon, norm="linf", eta=1.0,
                                        num_steps=20, step_size=0.5, key=k))
 
@@ -62,7 +63,10 @@ def test_epsilon_sharpness_at_the_minimum_of_a_diagonal_quadratic_is_the_box_cor
     np.testing.assert_allclose(float(box.sharpness), truth / 100, rtol=1e-10)
     assert ref.num_steps >= 1
     assert stuck.sharpness == 0.0  # zero start, zero gradient: L-BFGS-B cannot move
-    assert float(one_step.sharpness) < 0.99 * truth  # one step falls short (measured 0.972)
+    # Half a box width from near the centre falls short (≈ ¼ of the corner's value) and its
+    # Frank–Wolfe gap says so (Σ h_i (r_i/2)² ≈ ½ of it); the corner's gap is 0.
+    assert float(one_step.sharpness) < 0.3 * truth and float(one_step.gap) > 0.45 * truth
+    assert abs(float(pga.gap)) < 1e-12 * truth and ref.gap < 1e-9 * truth
 
 
 def test_sam_sharpness_at_a_minimum_approaches_half_rho_squared_lambda_max():
@@ -196,21 +200,26 @@ def trained_mlp():
 
 
 def test_pga_epsilon_sharpness_agrees_with_lbfgsb_on_an_mlp(trained_mlp):
-    """Both from the same random start; one step falls far short. Measured (ε: L-BFGS-B %,
-    its iterations; PGA/L-BFGS-B; one step/L-BFGS-B): 1e-3: 0.015349, 54; 0.99982; 0.49.
-    1e-2: 0.38011, 87; 0.99942; 0.21."""
+    """Both from the same random start; half a step from near the centre falls far short.
+    Measured (ε: L-BFGS-B %, its iterations; APGD/L-BFGS-B; half a step/L-BFGS-B): 1e-3:
+    0.015349, 54; 1.00004; 0.49. 1e-2: 0.38011, 87; 1.00024; 0.21. Both gaps 0 (float32)."""
     params, batch = trained_mlp
     key = jax.random.key(0)
-    pga = jax.jit(lambda p, k, eps, steps: epsilon_sharpness(_mlp_loss, p, batch, key=k, epsilon=eps,
-                                                             num_steps=steps),
-                  static_argnums=3)
-    for epsilon, rel, short in ((1e-3, 1e-3, 0.6), (1e-2, 3e-3, 0.3)):
+
+    @jax.jit
+    def measures(p, k, eps):
+        return (epsilon_sharpness(_mlp_loss, p, batch, key=k, epsilon=eps),
+                epsilon_sharpness(_mlp_loss, p, batch, key=k, epsilon=eps, num_steps=1,
+                                  step_size=0.5, power_steps=0))
+
+    for epsilon in (1e-3, 1e-2):
         ref = epsilon_sharpness_lbfgsb(_mlp_loss, params, batch, key=key, epsilon=epsilon)
-        got, one = pga(params, key, epsilon, 20), pga(params, key, epsilon, 1)
-        assert ref.num_steps > 1 and int(got.num_steps) == 20 and int(one.num_steps) == 1
-        assert float(got.sharpness) == pytest.approx(ref.sharpness, rel=rel)
+        got, half = measures(params, key, epsilon)
+        assert ref.num_steps > 1 and int(got.num_steps) == 20 and int(half.num_steps) == 1
+        assert float(got.sharpness) >= (1 - 1e-3) * ref.sharpness
+        assert float(got.gap) < 1e-3 * float(got.sharpness)
         assert float(got.loss) == pytest.approx(ref.loss, rel=1e-5)
-        assert float(one.sharpness) < short * ref.sharpness
+        assert float(half.sharpness) < 0.5 * ref.sharpness
 
 
 def _rescale(params, alpha):
@@ -302,3 +311,44 @@ def test_bad_input_raises_a_value_error_naming_it(call, message):
         call(loss, MODEL.init(jax.random.key(0)), (x, jnp.zeros(64, jnp.int32)),
              jax.random.key(0))
     assert not calls  # raised before any compute
+
+
+# --- trained solutions, flat to sharp ---------------------------------------------------------
+
+@pytest.fixture(scope="module")
+def solutions():
+    """MNIST-1D (1000 training examples), MLP 40-256-256-10, Adam, 1000 steps: a small batch
+    at a tuned learning rate, a large batch at a tuned one, a large batch at a small one."""
+    from jaxsgd import Grid, SweepConfig, make_loss_fn, run_sweep, task_for
+    from jaxsgd.data import mnist1d
+
+    config = SweepConfig(data="mnist1d", data_options={"num_samples": 1250}, model="mlp",
+                         model_options={"width": 256, "depth": 2}, optimizer="adam",
+                         batch_sizes=(32, 500), budget=1000, budget_unit="steps",
+                         eval_every=500, grid=Grid(learning_rate=(3e-3, 1e-4)))
+    result = run_sweep(config, progress=False)
+    params = [result.run_params(32, learning_rate=3e-3), result.run_params(500, learning_rate=3e-3),
+              result.run_params(500, learning_rate=1e-4)]
+    data = mnist1d(num_samples=1250)
+    model = make_model("mlp", (40,), 10, width=256, depth=2)
+    return (jax.tree.map(lambda *a: jnp.stack(a), *params), make_loss_fn(model, task_for(10)),
+            (jnp.asarray(data.x_train), jnp.asarray(data.y_train)))
+
+
+def test_epsilon_sharpness_defaults_reach_lbfgsb_on_flat_and_sharp_solutions(solutions):
+    """Auto-PGD from two starts, vmapped over the three solutions, against scipy's L-BFGS-B
+    (100 iterations, float64) from the same random start. Measured (φ %, L-BFGS-B %, gap/φ):
+    0.866, 0.734, 0.4%; 1.861, 1.176, 0.05%; 19.72, 18.80, 0.02% (1.18, 1.58, 1.05 of the
+    reference). The former default (20 cosine-decayed sign steps from the random start) found
+    0.81 and 0.66 of it on the first two at 4000 examples (the module docstring)."""
+    params, loss_fn, batch = solutions
+    keys = jax.random.split(jax.random.key(3), 3)
+    got = jax.jit(jax.vmap(lambda p, k: epsilon_sharpness(loss_fn, p, batch, key=k)))(params,
+                                                                                     keys)
+    refs = [epsilon_sharpness_lbfgsb(loss_fn, jax.tree.map(lambda a: a[i], params), batch,
+                                     key=keys[i], max_iter=100) for i in range(3)]
+    sharpness = np.asarray(got.sharpness)
+    assert np.all(np.diff(sharpness) > 0)  # flat → sharp
+    for i, ref in enumerate(refs):
+        assert sharpness[i] >= 0.97 * ref.sharpness, (i, sharpness[i], ref.sharpness)
+    assert np.all(np.asarray(got.gap) < 1e-2 * sharpness)  # converged: a local maximum

@@ -13,7 +13,8 @@ own dimensions (``batch_size``, ``learning_rate``, ``seed``, any other swept fie
   examples): ``lambda_max`` (Lanczos, with ``lambda_max_residual`` ‖Hv − λv‖),
   ``hessian_trace`` (Hutchinson, with ``hessian_trace_stderr``);
 * sharpness on the same subset: ``epsilon_sharpness`` (Keskar et al. 2017, percent, box
-  ε(|θ|+1), projected ascent) and ``adaptive_sharpness`` (worst case in the box
+  ε(|θ|+1), Auto-PGD from two starts, with ``epsilon_sharpness_gap``, its Frank–Wolfe gap:
+  near 0 when the ascent converged) and ``adaptive_sharpness`` (worst case in the box
   |e_i| ≤ ρ|θ_i|, invariant to the ReLU rescalings of Dinh et al. 2017; loss units).
 
 Every measure of a group is one compiled program: ``jit(lax.map(vmap(measure)))`` over the runs,
@@ -51,7 +52,7 @@ class MinimaOptions:
     num_examples: training examples the loss is measured on (the first ones; None: all).
     measures: which of ``MEASURES`` to compute (distance and metrics are always there).
     lanczos_iterations: Krylov depth for λ_max. trace_probes: Rademacher probes for tr H.
-    epsilon, epsilon_steps: Keskar's box size ε and projected-ascent steps.
+    epsilon, epsilon_steps: Keskar's box size ε and Auto-PGD steps from each of its two starts.
     adaptive_rho, adaptive_steps: the adaptive box's relative size ρ and ascent steps.
     """
 
@@ -102,9 +103,10 @@ def measure_minimum(loss_fn: Callable, params: PyTree, batch: PyTree, initial: P
         out["hessian_trace"] = tr.trace
         out["hessian_trace_stderr"] = tr.stderr
     if "epsilon_sharpness" in m:
-        out["epsilon_sharpness"] = epsilon_sharpness(
-            loss_fn, params, batch, key=k_eps, epsilon=options.epsilon,
-            num_steps=options.epsilon_steps).sharpness
+        eps = epsilon_sharpness(loss_fn, params, batch, key=k_eps, epsilon=options.epsilon,
+                                num_steps=options.epsilon_steps)
+        out["epsilon_sharpness"] = eps.sharpness
+        out["epsilon_sharpness_gap"] = eps.gap
     if "adaptive_sharpness" in m:
         out["adaptive_sharpness"] = adaptive_sharpness(
             loss_fn, params, batch, rho=options.adaptive_rho, norm="linf",
