@@ -2,6 +2,7 @@
 
   python tests/_workers.py sweep OUT CHUNK            run SCALE_CONFIG into OUT, chunks of CHUNK
   python tests/_workers.py multihost PORT RANK N OUT  one process of an N-process sweep
+  python tests/_workers.py devices OUT                run DEVICES_CONFIG into OUT
 """
 
 import sys
@@ -29,6 +30,13 @@ PARAMS_CONFIG = SweepConfig(
 QUICK_CONFIG = PARAMS_CONFIG.replace(budget=2**13, budget_unit="examples", eval_every=2**12,
                                      batch_sizes=(16, 64))
 
+# Compared between CPU device counts (README, "Reproducibility"): a batch of 256, where the
+# first layer's weight gradient (40 x 256, summed over the batch) is split over threads.
+DEVICES_CONFIG = SweepConfig(
+    data="mnist1d", data_options={"num_samples": 1000}, model="mlp",
+    model_options={"width": 256, "depth": 2}, batch_sizes=(256,), budget=60,
+    budget_unit="steps", eval_every=20, grid=Grid(learning_rate=(0.1, 0.3), seed=(0, 1)))
+
 
 def main(argv):
     mode = argv[0]
@@ -47,6 +55,8 @@ def main(argv):
         run_sweep(PARAMS_CONFIG, f"{out}/params", data=data, progress=False)
         run_sweep(QUICK_CONFIG, f"{out}/quick", data=data, progress=False)
         jax.distributed.shutdown()
+    elif mode == "devices":
+        run_sweep(DEVICES_CONFIG, argv[1], data=mnist1d(num_samples=1000), progress=False)
     else:
         raise SystemExit(f"unknown mode {mode!r}")
 

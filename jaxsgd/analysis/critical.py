@@ -38,12 +38,25 @@ diverged; NaN: not run) and
    neighbour, or without upward curvature, ε_opt is the grid value. Batch sizes whose best
    learning rate is at the edge of the grid (the optimum may lie outside it) are left out of the
    ε_opt fit, which fits 1/ε_opt = a' + b'/B like step 2 (NaN if fewer than 3 remain);
-5. bootstraps over seeds: ``num_bootstrap`` times, resample whole seed slices with replacement
-   (one draw shared by every batch size and grid point: a seed fixes the initialisation of all
-   of them), redo steps 1, 2, 4 and report percentile intervals at ``confidence`` over the
-   resamples where the fit was possible. n seeds allow only C(2n − 1, n) distinct resamples (3
-   for 2 seeds, 10 for 3, 126 for 5): intervals from fewer than 5 seeds are coarse. With one
-   seed there is nothing to resample and the intervals are NaN.
+5. intervals over seeds (a seed fixes the initialisation and minibatch order of every batch
+   size and grid point, so whole seed slices are left out or resampled):
+
+   * ``interval="jackknife"`` (default): the n leave-one-seed-out estimates θ₍ᵢ₎ redo steps
+     1, 2, 4; on the log scale (every quantity is positive) the jackknife standard error
+     SE = √((n − 1)/n · Σᵢ (log θ₍ᵢ₎ − mean log θ₍·₎)²) and Student's t with n − 1 degrees of
+     freedom give log θ̂ ± t_{n−1}·SE: wide when seeds are few, as it must be. NaN when a
+     leave-one-out fit fails;
+   * ``interval="bootstrap"``: ``num_bootstrap`` resamples of the seeds with replacement and
+     percentile intervals. n seeds allow only C(2n − 1, n) distinct resamples (10 for 3) and
+     the percentiles ignore that the seeds are few: too narrow below ~10 seeds.
+
+   Measured on simulated steps with a known B_crit (S(B) = S_min(1 + B_crit/B), 10% log-normal
+   scatter per seed and batch size, 100 replications; ``tests/test_critical.py`` checks it):
+   the nominal 90% intervals covered the truth in 86%, 88% and 93% of replications with the
+   jackknife at 2, 3 and 5 seeds, and in 48%, 67% and 84% with the bootstrap. Rounding
+   differences between CPU device counts, amplified by training, act like more seed noise
+   (README, "Reproducibility"); with one seed there is nothing to leave out and the intervals
+   are NaN.
 
 Steps to target are quantised: a run scores the first *evaluation* step at which it reached the
 target, an overestimate by up to one evaluation interval. Evaluate often compared with the fewest
@@ -60,6 +73,7 @@ import numpy as np
 import xarray as xr
 from matplotlib.figure import Figure
 from scipy.optimize import least_squares
+from scipy.stats import t as student_t
 
 from jaxsgd._util import check_int
 from jaxsgd.analysis.best import check_seed_rule, choose, final_metric, final_metric_name
@@ -72,7 +86,8 @@ _NAN2 = (math.nan, math.nan)
 
 
 class CriticalBatchSize(NamedTuple):
-    """Result of ``critical_batch_size``; intervals are (low, high) seed-bootstrap percentiles.
+    """Result of ``critical_batch_size``; intervals are (low, high) over seeds at ``confidence``
+    (jackknife with Student's t, or bootstrap percentiles: module docstring, step 5).
 
     s_min: S_min, optimizer steps (the B → ∞ plateau). e_min: E_min, examples (the B → 0 limit).
     b_crit: E_min / S_min, examples per batch. b_crit_measured: the batch size where measured
@@ -235,12 +250,27 @@ def _derived(est: _Estimate) -> np.ndarray:
     return np.array(s + e)
 
 
-def _interval(samples: np.ndarray, confidence: float) -> tuple[float, float]:
+def _percentile_interval(samples: np.ndarray, confidence: float) -> tuple[float, float]:
     samples = samples[np.isfinite(samples)]
     if samples.size == 0:
         return _NAN2
     low, high = np.percentile(samples, [50 * (1 - confidence), 50 * (1 + confidence)])
     return float(low), float(high)
+
+
+def _jackknife_interval(point: float, leave_one_out: np.ndarray,
+                        confidence: float) -> tuple[float, float]:
+    """exp(log θ̂ ± t_{n−1}·SE) from the n leave-one-out estimates (module docstring, step 5)."""
+    n = leave_one_out.size
+    if not (point > 0 and np.all(leave_one_out > 0)):  # also NaN: a fit failed
+        return _NAN2
+    logs = np.log(leave_one_out)
+    se = math.sqrt((n - 1) / n * np.sum((logs - logs.mean()) ** 2))
+    half = student_t.ppf(0.5 * (1 + confidence), n - 1) * se
+    return float(point * math.exp(-half)), float(point * math.exp(half))
+
+
+INTERVALS = ("jackknife", "bootstrap", "none")
 
 
 # --------------------------------------------------------------------------- the measurement
@@ -252,13 +282,14 @@ def critical_batch_size(
     *,
     metric: str | None = None,
     threshold: float = 1.2,
+    interval: str = "jackknife",
     num_bootstrap: int = 200,
     confidence: float = 0.9,
     seed: int = 0,
     seeds: str = "mean",
     fit: str = "log",
 ) -> CriticalBatchSize:
-    """S_min, E_min, B_crit (with seed-bootstrap intervals) and ε_opt(B) from a sweep.
+    """S_min, E_min, B_crit (with intervals over seeds) and ε_opt(B) from a sweep.
 
     Args:
       results: a ``SweepResult`` (steps from ``sweep_steps_to_target(results, target, metric)``)
@@ -267,8 +298,10 @@ def critical_batch_size(
       target, metric: for a ``SweepResult``: the value of ``metric`` to reach (default metric:
         the sweep's); ``target=None`` uses the sweep's stored steps to target.
       threshold: the measured critical batch size is where E first exceeds threshold × E_min.
-      num_bootstrap: seed resamples for the intervals (0: no intervals).
-      confidence: central probability of the percentile intervals, in (0, 1).
+      interval: "jackknife" (leave one seed out, Student's t: honest with few seeds),
+        "bootstrap" (seed resamples, percentiles) or "none" (module docstring, step 5).
+      num_bootstrap: seed resamples for ``interval="bootstrap"`` (0: no intervals).
+      confidence: central probability of the intervals, in (0, 1).
       seed: seed of the bootstrap's NumPy generator.
       seeds: how seeds combine into a grid point's steps (``jaxsgd.analysis.best``): "mean"
         (one infeasible seed makes the point infeasible) or "median" (infeasible seeds count as
@@ -283,6 +316,8 @@ def critical_batch_size(
       cbs.b_crit, cbs.b_crit_interval, cbs.table.to_dataframe()
     """
     check_int("num_bootstrap", num_bootstrap, 0)
+    if interval not in INTERVALS:
+        raise ValueError(f"interval: {interval!r} is not one of {', '.join(INTERVALS)}")
     if not 0 < confidence < 1:
         raise ValueError(f"confidence: {confidence!r} is not in (0, 1)")
     if not threshold > 1:
@@ -325,16 +360,20 @@ def critical_batch_size(
     e_min = point[1]
     examples = est.steps * batch_sizes
 
-    rng = np.random.default_rng(seed)
+    def redo(pick):  # steps 1, 2, 4 on the seeds ``pick``
+        return _derived(_estimate(values[..., pick], batch_sizes, learning_rates,
+                                  None if final is None else final[..., pick], **rule))
+
     num_seeds = values.shape[-1]
-    draws = num_bootstrap if num_seeds > 1 else 0
-    boot = []
-    for _ in range(draws):
-        pick = rng.integers(0, num_seeds, num_seeds)
-        boot.append(_derived(_estimate(values[..., pick], batch_sizes, learning_rates,
-                                       None if final is None else final[..., pick], **rule)))
-    boot = np.array(boot)
-    intervals = [_interval(boot[:, j], confidence) if draws else _NAN2 for j in range(5)]
+    intervals = [_NAN2] * 5
+    if num_seeds > 1 and interval == "jackknife":
+        loo = np.array([redo(np.delete(np.arange(num_seeds), i)) for i in range(num_seeds)])
+        intervals = [_jackknife_interval(point[j], loo[:, j], confidence) for j in range(5)]
+    elif num_seeds > 1 and interval == "bootstrap" and num_bootstrap:
+        rng = np.random.default_rng(seed)
+        boot = np.array([redo(rng.integers(0, num_seeds, num_seeds))
+                         for _ in range(num_bootstrap)])
+        intervals = [_percentile_interval(boot[:, j], confidence) for j in range(5)]
 
     grid = np.unravel_index(np.where(feasible, est.best, 0), values.shape[1:3])
     search = {"learning_rate": np.where(feasible, learning_rates[grid[0]], np.nan)}

@@ -12,6 +12,7 @@ import numpy as np
 import xarray as xr
 
 from jaxsgd.analysis.best import best_points, final_metric_name, search_dims
+from jaxsgd.engine.provenance import runtime_text
 from jaxsgd.engine.results import SweepResult
 from jaxsgd.targets import target_direction
 
@@ -98,6 +99,9 @@ def _header(result: SweepResult) -> str:
                      f"{tuple(d['input_shape'])}, {task}) | model {m['name']} "
                      f"({m['num_parameters']:,} parameters) | loss {loss} | optimizer "
                      f"{run['optimizer']['name']}")
+    runtime = (result.provenance or {}).get("runtime")
+    if runtime:  # on CPU the device count sets float rounding (README, Reproducibility)
+        lines.append(f"computed on {runtime_text(runtime)}")
     return "\n".join(lines)
 
 

@@ -28,6 +28,7 @@ import json
 import os
 import re
 import shutil
+import warnings
 import zipfile
 from pathlib import Path
 from typing import Any
@@ -38,7 +39,7 @@ import xarray as xr
 
 from jaxsgd._util import atomic_write, key_name, write_npz
 from jaxsgd.config import SweepConfig
-from jaxsgd.engine.provenance import differences
+from jaxsgd.engine.provenance import differences, runtime_text
 from jaxsgd.engine.results import SweepResult, combine
 from jaxsgd.engine.sharding import barrier, is_main_process
 
@@ -233,6 +234,13 @@ def open_output(out: str | os.PathLike, config: SweepConfig, provenance: dict,
             raise FileExistsError(
                 f"results folder {str(out)!r} holds a different sweep ({difference}); choose "
                 "another folder or pass overwrite=True (--overwrite) to replace it")
+        before = stored.get("provenance", {}).get("runtime")
+        if not difference and before and before != provenance.get("runtime"):
+            warnings.warn(
+                f"resuming {str(out)!r} on {runtime_text(provenance['runtime'])}; it was "
+                f"started on {runtime_text(before)}: runs continued here differ from "
+                "uninterrupted ones by float rounding (README, Reproducibility)",
+                RuntimeWarning, stacklevel=3)
     barrier("jaxsgd-output-checked")
     if is_main_process():
         if replace:

@@ -10,7 +10,12 @@ they are resumed or rebuilt.
   updates at the first grid point, for fixed parameters and changing gradients of the model's
   shapes) — a built-in one is identified by its name and grid values — and the probes with
   their options;
-* ``runs`` — which runs the sweep holds: batch sizes and grid values.
+* ``runs`` — which runs the sweep holds: batch sizes and grid values;
+* ``runtime`` — where they were computed (``describe_runtime``): platform, device count, the
+  devices the runs were split over, processes, usable cores, JAX and jaxlib versions.
+  Recorded, never compared: a resumed or rebuilt sweep may run elsewhere. But it is what
+  makes the numbers bitwise reproducible: on CPU, float32 rounding depends on the device count
+  (README, "Reproducibility"), so a sweep resumed on another runtime warns.
 
 Names and shapes compare exactly; the values computed by floating-point programs (``initial``,
 ``outputs``, ``losses``, ``updates``) compare with a relative tolerance (``TOLERANCE`` of the
@@ -39,6 +44,7 @@ from jaxsgd._util import array_digest, is_user_part, leaf_paths
 from jaxsgd.engine.training import initial_params
 from jaxsgd.hyperparams import traced_values
 from jaxsgd.optimizers import make_optimizer
+from jaxsgd.runtime import usable_cores
 
 PyTree = Any
 TOLERANCE = 2e-2  # relative (of the vector's norm), for values computed in floating point
@@ -113,14 +119,36 @@ def describe_probes(probes: Sequence) -> list:
     return [[p.name, p.every, *([dict(p.options)] if p.options else [])] for p in probes]
 
 
+def describe_runtime(mesh=None) -> dict:
+    """Where runs are computed: platform, ``devices`` (all of JAX's: on CPU they set the thread
+    pool), ``mesh`` (the devices a sweep's runs are split over), processes, usable cores of
+    this process, JAX and jaxlib versions."""
+    import jaxlib
+
+    devices = jax.devices()
+    return {"platform": devices[0].platform, "devices": len(devices),
+            "mesh": len(devices) if mesh is None else int(mesh.size),
+            "processes": jax.process_count(), "usable_cores": usable_cores(),
+            "jax": jax.__version__, "jaxlib": jaxlib.__version__}
+
+
+def runtime_text(runtime: dict) -> str:
+    """One line: "8 CPU devices (runs on 8), 2 usable cores, 1 process, jax 0.10.2"."""
+    return (f"{runtime['devices']} {runtime['platform'].upper()} device(s) (runs on "
+            f"{runtime['mesh']}), {runtime['usable_cores']} usable cores, "
+            f"{runtime['processes']} process(es), jax {runtime['jax']}")
+
+
 def provenance(config, data, model, task, optimizer=None, probes: Sequence | None = (),
-               initial: PyTree | None = None) -> dict:
-    """What determines the runs (``run``) and which runs there are (``runs``); JSON-ready.
+               initial: PyTree | None = None, mesh=None) -> dict:
+    """What determines the runs (``run``), which runs there are (``runs``) and where they
+    are computed (``runtime``, recorded only); JSON-ready.
 
     ``config`` is the configuration as run (user parts recorded as "user:NAME"); ``optimizer``
     a built-in family's name or the user's factory. With ``optimizer`` None only the data,
     model and loss are described (what an analysis that trains nothing rebuilds). ``initial``:
-    the first seed's initial parameters when already computed (the sweep's own).
+    the first seed's initial parameters when already computed (the sweep's own). ``mesh``: the
+    sweep's devices.
     """
     shapes = jax.eval_shape(model.init, jax.random.key(0))
     values = _values(config, data, model, task, optimizer, shapes, initial)
@@ -143,7 +171,7 @@ def provenance(config, data, model, task, optimizer=None, probes: Sequence | Non
     run.update(config=run_config, probes=describe_probes(probes),
                optimizer={"name": config.optimizer,
                           **({"updates": values["updates"]} if "updates" in values else {})})
-    return _json({"run": run, "runs": runs})
+    return _json({"run": run, "runs": runs, "runtime": describe_runtime(mesh)})
 
 
 def _json(value: dict) -> dict:

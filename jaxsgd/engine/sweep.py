@@ -467,7 +467,7 @@ def _open_sweep(config: SweepConfig, out=None, *, data=None, model=None, optimiz
     # which training needs anyway: the provenance costs no extra compilation.
     first = jax.tree.map(lambda a: a[0], to_host(sweep.initial_params()))
     sweep.provenance = provenance(config, dataset, model_obj, task, optimizer_part, probes,
-                                  initial=first)
+                                  initial=first, mesh=mesh)
     if out is not None:
         sweep.folder = open_output(out, config, sweep.provenance, overwrite)
     # Only now (the folder accepted) does the progress bar appear.
