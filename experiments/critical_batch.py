@@ -80,7 +80,7 @@ def analyse(result, targets) -> list[dict]:
     for target in targets:
         steps = sweep_steps_to_target(result, target, metric="train_loss")
         try:
-            cbs = critical_batch_size(steps)
+            cbs = critical_batch_size(result, target, metric="train_loss")
         except ValueError as error:  # fewer than 3 batch sizes reach this target
             rows.append({"target": target, "error": str(error)})
             continue
@@ -103,7 +103,7 @@ def analyse(result, targets) -> list[dict]:
 def plot(rows: list[dict], path: Path) -> None:
     ok = [r for r in rows if "error" not in r]
     with use_style():
-        fig = Figure(figsize=(COLUMN_WIDTH, 4.6), layout="constrained")
+        fig = Figure(figsize=(COLUMN_WIDTH, 5.2), layout="constrained")
         ax_s, ax_b = fig.subplots(2, 1)
         for k, r in enumerate(ok):
             b, s = np.array(r["batch_sizes"], float), np.array(r["steps"])
@@ -127,13 +127,16 @@ def plot(rows: list[dict], path: Path) -> None:
                   label=r"$B_{simple}$ at the target (median, quartiles over $B$)")
         ax_b.fill_between(loss, s_lo, s_hi, color="C0", alpha=0.2, linewidth=0)
         noise = np.array([r["b_noise_lr"] for r in ok])
-        ax_b.plot(loss, noise, "^--", color="C3", label=r"$B_{noise}$ from $\epsilon_{opt}(B)$")
+        n_lo, n_hi = np.array([r["b_noise_lr_interval"] for r in ok]).T
+        ax_b.errorbar(loss, noise, yerr=[np.maximum(noise - n_lo, 0), np.maximum(n_hi - noise, 0)],
+                      fmt="^--", color="C3", capsize=2,
+                      label=r"$B_{noise}$ from $\epsilon_{opt}(B)$")
         ax_b.set(xscale="log", yscale="log", xlabel="target training loss (nats)",
                  ylabel="batch size (examples)")
         ax_b.invert_xaxis()
         tick_at(ax_b.xaxis, loss)
         plain_log_labels(ax_b.yaxis)
-        ax_b.legend()
+        ax_b.legend(loc="upper center", bbox_to_anchor=(0.5, -0.2))
     save_figure(fig, path)
 
 
