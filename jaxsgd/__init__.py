@@ -39,7 +39,8 @@ for _module, _names in {
     "jaxsgd.optimizers": "learning_rate_multiplier make_optimizer",
     "jaxsgd.measure.noise": "HessianNoiseScale NoiseScale gradient_noise_scale "
                             "hessian_noise_scale noise_scale_ema two_batch_noise_scale",
-    "jaxsgd.measure.per_example": "example_gradient_gram value_grad_and_example_norms",
+    "jaxsgd.measure.per_example": "example_gradient_gram example_norms_method "
+                                  "value_grad_and_example_norms",
     "jaxsgd.measure.curvature": "FlatHessian HessianEigenpairs HessianSpectrum HessianTrace "
                                 "block_top_hessian_eigenvalues hessian_blocks hessian_matvec "
                                 "hessian_spectrum hessian_trace hvp spectral_moment "

@@ -72,12 +72,13 @@ def _cases():
     yield "dense over a sequence", params, loss_fn, (x, y % 3)
 
 
+@pytest.mark.parametrize("method", ["auto", "layers"])
 @pytest.mark.parametrize("case", list(_cases()), ids=lambda c: c[0])
-def test_fused_example_norms_match_a_loop_over_examples(case):
+def test_fused_example_norms_match_a_loop_over_examples(case, method):
     _, params, loss_fn, batch = case
-    assert example_norms_method(loss_fn, params, batch) == "layers"
+    assert "vmap" not in jax.tree.leaves(example_norms_method(loss_fn, params, batch))
     loss, grads, norms = jax.jit(
-        lambda p, b: value_grad_and_example_norms(loss_fn, p, b, method="layers"))(params, batch)
+        lambda p, b: value_grad_and_example_norms(loss_fn, p, b, method=method))(params, batch)
     expected = _loop_sq_norms(loss_fn, params, batch)
     for got, want in zip(jax.tree.leaves(norms), jax.tree.leaves(expected)):
         np.testing.assert_allclose(np.asarray(got), want, rtol=1e-4, atol=1e-12)
@@ -98,7 +99,7 @@ def test_unsupported_models_fall_back_to_exact_vmap():
 
     for p, loss_fn, reason in ((params, shared, "more than once"),
                                (plain_params, plain, "outside any flax")):
-        assert example_norms_method(loss_fn, p, (x, y)) == "vmap"
+        assert "vmap" not in jax.tree.leaves(example_norms_method(loss_fn, p, (x, y)))
         with pytest.raises(UnsupportedModel, match=reason):
             value_grad_and_example_norms(loss_fn, p, (x, y), method="layers")
         _, _, norms = jax.jit(lambda q, b, f=loss_fn: value_grad_and_example_norms(f, q, b))(
@@ -107,6 +108,15 @@ def test_unsupported_models_fall_back_to_exact_vmap():
             np.testing.assert_allclose(np.asarray(got), want, rtol=1e-4)
     with pytest.raises(ValueError, match="method: 'fast'"):
         value_grad_and_example_norms(plain, plain_params, (x, y), method="fast")
+    # A parameter used nonlinearly: that leaf alone falls back to vmap(grad), exactly.
+    def scaled(p, b):
+        return cross_entropy(jnp.exp(p["log_scale"]) * (b[0] @ p["w"]), b[1])
+
+    p = {"w": 0.1 * jax.random.normal(jax.random.key(3), (40, 3)), "log_scale": jnp.asarray(0.3)}
+    assert example_norms_method(scaled, p, (x, y)) == {"w": "dense", "log_scale": "vmap"}
+    _, _, norms = jax.jit(lambda q, b: value_grad_and_example_norms(scaled, q, b))(p, (x, y))
+    for got, want in zip(jax.tree.leaves(norms), jax.tree.leaves(_loop_sq_norms(scaled, p, (x, y)))):
+        np.testing.assert_allclose(np.asarray(got), want, rtol=1e-4)
 
 
 # ------------------------------------------------------------------------------- the probes

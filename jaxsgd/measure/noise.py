@@ -32,7 +32,7 @@ import jax
 import jax.numpy as jnp
 
 from jaxsgd._util import batch_size as _batch_size
-from jaxsgd.measure.per_example import METHODS, UnsupportedModel, value_grad_and_example_norms
+from jaxsgd.measure.per_example import METHODS, value_grad_and_example_norms
 
 PyTree = Any
 
@@ -65,10 +65,11 @@ def per_example_gradient_moments(
 
     ``loss_fn(params, batch)`` is a mean loss; g_i is its gradient on example i alone. The sums
     are accumulated over slices of ``slice_size`` examples (default: all at once); n must be
-    a multiple of it. ``method``: "layers" computes |g_i|² fused into one backward pass
-    (``jaxsgd.measure.per_example``: about the cost of one gradient), "vmap" from explicit
-    per-example gradients (``vmap(grad)``: about n single-example gradients, any loss_fn),
-    "auto" the first where the model allows it, else the second.
+    a multiple of it. ``method`` (``jaxsgd.measure.per_example``): "auto" computes |g_i|² in
+    one tapped backward pass from the loss's jaxpr (about the cost of one gradient; exact
+    ``vmap(grad)`` for the leaves it cannot prove), "layers" the same for flax linen Dense/Conv
+    layers only, "vmap" from explicit per-example gradients (about n single-example
+    gradients).
     """
     if method not in METHODS:
         raise ValueError(f"method: {method!r}; known: {', '.join(METHODS)}")
@@ -88,13 +89,8 @@ def per_example_gradient_moments(
     def moments(examples):
         if method == "vmap":
             return explicit(examples)
-        try:  # the slice's mean gradient and every example's |g_i|², one backward pass
-            _, mean, norms = value_grad_and_example_norms(loss_fn, params, examples,
-                                                          method="layers")
-        except UnsupportedModel:
-            if method == "layers":
-                raise
-            return explicit(examples)
+        # the slice's mean gradient and every example's |g_i|², one backward pass
+        _, mean, norms = value_grad_and_example_norms(loss_fn, params, examples, method=method)
         return (jax.tree.map(lambda g: g * size, mean), jax.tree.map(jnp.sum, norms))
 
     slices = jax.tree.map(lambda a: a.reshape(n // size, size, *a.shape[1:]), batch)

@@ -1,4 +1,12 @@
-"""Per-example gradient norms at almost the cost of one gradient, for flax Dense and Conv layers.
+"""Per-example gradient norms at almost the cost of one gradient, for any JAX model.
+
+``method="auto"`` (the default) finds the parameters' linear uses in the loss's jaxpr
+(``jaxsgd.measure._taps``: dense contractions, convolutions, biases, LayerNorm scales,
+embedding lookups) and computes every leaf's per-example squared norms from one tapped
+backward pass; a leaf used any other way gets exact ``vmap(grad)`` norms alone, and
+``example_norms_method`` says which, per leaf. It works for plain JAX, flax linen, ``flax.nnx``
+and equinox alike. ``method="layers"`` is the older path below, for flax linen Dense and Conv
+layers only; ``method="vmap"`` is ``vmap(grad)`` over examples for every leaf.
 
 For a mean loss L = (1/B) Σ_i ℓ_i over B independent examples, the gradient of a dense layer
 y = x W + b is G_W = (1/B) Σ_i x_iᵀ δ_i with δ_i = ∂ℓ_i/∂y_i, so example i's own gradient is
@@ -42,6 +50,7 @@ import jax.numpy as jnp
 
 from jaxsgd._util import batch_size as _batch_size
 from jaxsgd._util import key_name, leaf_paths
+from jaxsgd.measure._taps import TappedLoss, value_grad_and_gram, value_grad_and_norms
 
 PyTree = Any
 METHODS = ("auto", "layers", "vmap")
@@ -242,8 +251,9 @@ def value_grad_and_example_norms(
       loss_fn: ``loss_fn(params, batch) -> scalar`` mean of independent per-example losses.
       params: parameter pytree.
       batch: pytree of arrays with a leading example axis of size B.
-      method: "layers" (Dense/Conv interception; ``UnsupportedModel`` if it cannot apply),
-        "vmap" (exact ``vmap(grad)``, any loss_fn), or "auto" (layers if possible, else vmap).
+      method: "auto" (the jaxpr's parameter uses, ``vmap(grad)`` for the leaves it cannot
+        prove exact: ``example_norms_method``), "layers" (flax Dense/Conv interception;
+        ``UnsupportedModel`` if it cannot apply) or "vmap" (``vmap(grad)`` for every leaf).
 
     Returns:
       (loss [], grads like params, sq_norms like params with each leaf [B]): sq_norms[leaf][i]
@@ -253,12 +263,9 @@ def value_grad_and_example_norms(
         raise ValueError(f"method: {method!r}; known: {', '.join(METHODS)}")
     if method == "vmap":
         return _vmap_norms(loss_fn, params, batch)
-    try:
+    if method == "layers":
         return _layer_norms(loss_fn, params, batch)
-    except UnsupportedModel:
-        if method == "layers":
-            raise
-        return _vmap_norms(loss_fn, params, batch)
+    return value_grad_and_norms(_tapped(loss_fn, params, batch), params, batch)
 
 
 def example_gradient_gram(
@@ -279,14 +286,12 @@ def example_gradient_gram(
     """
     if method not in METHODS:
         raise ValueError(f"method: {method!r}; known: {', '.join(METHODS)}")
-    if method != "vmap":
-        try:
-            loss, grads, taps = _layer_taps(loss_fn, params, batch)
-            gram = sum(_dense_gram(_layer_inputs(c, x), d) for c, x, d in taps)
-            return loss, grads, gram
-        except UnsupportedModel:
-            if method == "layers":
-                raise
+    if method == "auto":
+        return value_grad_and_gram(_tapped(loss_fn, params, batch), params, batch)
+    if method == "layers":
+        loss, grads, taps = _layer_taps(loss_fn, params, batch)
+        gram = sum(_dense_gram(_layer_inputs(c, x), d) for c, x, d in taps)
+        return loss, grads, gram
     loss, grads = jax.value_and_grad(loss_fn)(params, batch)
 
     def one(example):
@@ -297,10 +302,19 @@ def example_gradient_gram(
     return loss, grads, flat @ flat.T
 
 
-def example_norms_method(loss_fn, params, batch) -> str:
-    """"layers" if the fast path applies to this loss_fn and params, else "vmap" (trace only)."""
-    try:
-        jax.eval_shape(lambda p, d: _layer_norms(loss_fn, p, d), params, batch)
-    except UnsupportedModel:
-        return "vmap"
-    return "layers"
+def _tapped(loss_fn, params, batch) -> TappedLoss:
+    return TappedLoss(loss_fn, params, jax.tree.map(lambda a: a[0], batch))
+
+
+def example_norms_method(loss_fn, params, batch) -> PyTree:
+    """How ``method="auto"`` computes each leaf's per-example norms, like ``params``: "dense",
+    "embedding", "explicit", "unused", or "vmap" where it cannot prove a faster way exact
+    (``jaxsgd.measure._taps``). By tracing only."""
+    tapped = _tapped(loss_fn, params, batch)
+    return jax.tree.unflatten(tapped.param_def, tapped.methods)
+
+
+def fusable(loss_fn, params, batch) -> bool:
+    """True when no leaf needs ``vmap(grad)``: per-example norms then cost about one backward
+    pass, so a training step can compute them every step (trace only)."""
+    return "vmap" not in _tapped(loss_fn, params, batch).methods

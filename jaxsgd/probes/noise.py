@@ -75,8 +75,8 @@ def noise_scale_probe(every: int = 1, decay: float = 0.95, microbatches: int | N
         del opt_state, key, step
         b = _batch_size(batch)
         norms = gradients.example_sq_norms
-        if norms is None:  # not fusable: exact per-example gradients, only when due
-            _, _, norms = value_grad_and_example_norms(loss_fn, params, batch, method="vmap")
+        if norms is None:  # some leaf needs vmap(grad): per-example norms only when due
+            _, _, norms = value_grad_and_example_norms(loss_fn, params, batch)
         big = optax.tree.norm(gradients.grads, squared=True)
         small = jnp.mean(sum(jax.tree.leaves(norms)))
         n = gradients.num_train
