@@ -107,10 +107,10 @@ def _per_example_grads(loss_fn, params, batch):
 @pytest.mark.parametrize("name", list(MODELS))
 def test_example_norms_equal_vmap_grad_per_leaf_and_in_total(name):
     params, loss_fn, batch = MODELS[name]()
-    methods = jax.tree.leaves(example_norms_method(loss_fn, params, batch))
+    methods = jax.tree.leaves(example_norms_method(loss_fn, params, batch, method="taps"))
     assert "vmap" not in methods and "dense" in methods, methods
     loss, grads, norms = jax.jit(
-        lambda p, b: value_grad_and_example_norms(loss_fn, p, b))(params, batch)
+        lambda p, b: value_grad_and_example_norms(loss_fn, p, b, method="taps"))(params, batch)
     want = jax.tree.map(lambda g: jnp.sum(jnp.square(g.reshape(g.shape[0], -1)), axis=1),
                         _per_example_grads(loss_fn, params, batch))
     total = sum(jax.tree.leaves(want))
@@ -128,7 +128,8 @@ def test_example_norms_equal_vmap_grad_per_leaf_and_in_total(name):
 @pytest.mark.parametrize("name", ["pure JAX MLP", "flax transformer"])
 def test_example_gradient_gram_equals_explicit_per_example_gradients(name):
     params, loss_fn, batch = MODELS[name]()
-    _, _, gram = jax.jit(lambda p, b: example_gradient_gram(loss_fn, p, b))(params, batch)
+    _, _, gram = jax.jit(lambda p, b: example_gradient_gram(loss_fn, p, b, method="taps"))(
+        params, batch)
     flat = jnp.concatenate([g.reshape(g.shape[0], -1) for g in
                             jax.tree.leaves(_per_example_grads(loss_fn, params, batch))], axis=1)
     want = flat @ flat.T

@@ -65,11 +65,11 @@ def per_example_gradient_moments(
 
     ``loss_fn(params, batch)`` is a mean loss; g_i is its gradient on example i alone. The sums
     are accumulated over slices of ``slice_size`` examples (default: all at once); n must be
-    a multiple of it. ``method`` (``jaxsgd.measure.per_example``): "auto" computes |g_i|² in
+    a multiple of it. ``method`` (``jaxsgd.measure.per_example``): "taps" computes |g_i|² in
     one tapped backward pass from the loss's jaxpr (about the cost of one gradient; exact
     ``vmap(grad)`` for the leaves it cannot prove), "layers" the same for flax linen Dense/Conv
-    layers only, "vmap" from explicit per-example gradients (about n single-example
-    gradients).
+    layers only, "auto" the second where it covers every leaf, else the first, "vmap" from
+    explicit per-example gradients (about n single-example gradients).
     """
     if method not in METHODS:
         raise ValueError(f"method: {method!r}; known: {', '.join(METHODS)}")

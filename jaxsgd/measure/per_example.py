@@ -1,12 +1,13 @@
 """Per-example gradient norms at almost the cost of one gradient, for any JAX model.
 
-``method="auto"`` (the default) finds the parameters' linear uses in the loss's jaxpr
+``method="taps"`` finds the parameters' linear uses in the loss's jaxpr
 (``jaxsgd.measure._taps``: dense contractions, convolutions, biases, LayerNorm scales,
 embedding lookups) and computes every leaf's per-example squared norms from one tapped
 backward pass; a leaf used any other way gets exact ``vmap(grad)`` norms alone, and
 ``example_norms_method`` says which, per leaf. It works for plain JAX, flax linen, ``flax.nnx``
-and equinox alike. ``method="layers"`` is the older path below, for flax linen Dense and Conv
-layers only; ``method="vmap"`` is ``vmap(grad)`` over examples for every leaf.
+and equinox alike. ``method="layers"`` is the path below, for flax linen Dense and Conv layers
+only, and faster where it applies; ``method="auto"`` (the default) takes it when it covers
+every leaf, else the taps. ``method="vmap"`` is ``vmap(grad)`` over examples for every leaf.
 
 For a mean loss L = (1/B) Σ_i ℓ_i over B independent examples, the gradient of a dense layer
 y = x W + b is G_W = (1/B) Σ_i x_iᵀ δ_i with δ_i = ∂ℓ_i/∂y_i, so example i's own gradient is
@@ -53,7 +54,7 @@ from jaxsgd._util import key_name, leaf_paths
 from jaxsgd.measure._taps import TappedLoss, value_grad_and_gram, value_grad_and_norms
 
 PyTree = Any
-METHODS = ("auto", "layers", "vmap")
+METHODS = ("auto", "taps", "layers", "vmap")
 
 
 class _Call(NamedTuple):
@@ -251,9 +252,10 @@ def value_grad_and_example_norms(
       loss_fn: ``loss_fn(params, batch) -> scalar`` mean of independent per-example losses.
       params: parameter pytree.
       batch: pytree of arrays with a leading example axis of size B.
-      method: "auto" (the jaxpr's parameter uses, ``vmap(grad)`` for the leaves it cannot
+      method: "taps" (the jaxpr's parameter uses, ``vmap(grad)`` for the leaves it cannot
         prove exact: ``example_norms_method``), "layers" (flax Dense/Conv interception;
-        ``UnsupportedModel`` if it cannot apply) or "vmap" (``vmap(grad)`` for every leaf).
+        ``UnsupportedModel`` if it cannot apply), "auto" (layers where they cover every leaf,
+        else taps) or "vmap" (``vmap(grad)`` for every leaf).
 
     Returns:
       (loss [], grads like params, sq_norms like params with each leaf [B]): sq_norms[leaf][i]
@@ -263,7 +265,7 @@ def value_grad_and_example_norms(
         raise ValueError(f"method: {method!r}; known: {', '.join(METHODS)}")
     if method == "vmap":
         return _vmap_norms(loss_fn, params, batch)
-    if method == "layers":
+    if method == "layers" or (method == "auto" and _layers_apply(loss_fn, params, batch)):
         return _layer_norms(loss_fn, params, batch)
     return value_grad_and_norms(_tapped(loss_fn, params, batch), params, batch)
 
@@ -286,9 +288,9 @@ def example_gradient_gram(
     """
     if method not in METHODS:
         raise ValueError(f"method: {method!r}; known: {', '.join(METHODS)}")
-    if method == "auto":
+    if method == "taps" or (method == "auto" and not _layers_apply(loss_fn, params, batch)):
         return value_grad_and_gram(_tapped(loss_fn, params, batch), params, batch)
-    if method == "layers":
+    if method != "vmap":
         loss, grads, taps = _layer_taps(loss_fn, params, batch)
         gram = sum(_dense_gram(_layer_inputs(c, x), d) for c, x, d in taps)
         return loss, grads, gram
@@ -306,10 +308,27 @@ def _tapped(loss_fn, params, batch) -> TappedLoss:
     return TappedLoss(loss_fn, params, jax.tree.map(lambda a: a[0], batch))
 
 
-def example_norms_method(loss_fn, params, batch) -> PyTree:
-    """How ``method="auto"`` computes each leaf's per-example norms, like ``params``: "dense",
-    "embedding", "explicit", "unused", or "vmap" where it cannot prove a faster way exact
-    (``jaxsgd.measure._taps``). By tracing only."""
+def _layers_apply(loss_fn, params, batch) -> bool:
+    """Whether the flax Dense/Conv interception covers every leaf (trace only). Where it does,
+    ``method="auto"`` takes it: it costs 1.0–1.06 gradients on the reference MLP against
+    1.09–1.44 for the jaxpr taps, whose per-example loss ℓ(θ, e[None]) carries a unit axis
+    that vmap turns into transposed copies (benchmarks/example_norms.py)."""
+    try:
+        jax.eval_shape(lambda p, d: _layer_norms(loss_fn, p, d), params, batch)
+    except UnsupportedModel:
+        return False
+    return True
+
+
+def example_norms_method(loss_fn, params, batch, *, method: str = "auto") -> PyTree:
+    """How ``method`` ("auto" or "taps") computes each leaf's per-example norms, like
+    ``params``: "layers" (flax Dense/Conv interception: "auto" only, when it covers every
+    leaf), else the jaxpr taps' "dense", "embedding", "explicit", "unused", or "vmap" where no
+    faster way is proved exact (``jaxsgd.measure._taps``). By tracing only."""
+    if method not in ("auto", "taps"):
+        raise ValueError(f"method: {method!r}; known: auto, taps")
+    if method == "auto" and _layers_apply(loss_fn, params, batch):
+        return jax.tree.map(lambda _: "layers", params)
     tapped = _tapped(loss_fn, params, batch)
     return jax.tree.unflatten(tapped.param_def, tapped.methods)
 
@@ -317,4 +336,4 @@ def example_norms_method(loss_fn, params, batch) -> PyTree:
 def fusable(loss_fn, params, batch) -> bool:
     """True when no leaf needs ``vmap(grad)``: per-example norms then cost about one backward
     pass, so a training step can compute them every step (trace only)."""
-    return "vmap" not in _tapped(loss_fn, params, batch).methods
+    return "vmap" not in jax.tree.leaves(example_norms_method(loss_fn, params, batch))
