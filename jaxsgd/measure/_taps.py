@@ -234,8 +234,9 @@ def _dense_rows(use: _Use, other, delta):
     return x, d
 
 
-def _outer_sq_norms(x, d):
-    """|Σ_t x_t ⊗ δ_t|² per example: x [B, T, K], δ [B, T, N] -> [B]."""
+def outer_sq_norms(x, d):
+    """|Σ_t x_t ⊗ δ_t|² per example: x [B, T, K], δ [B, T, N] -> [B] (the cheapest of
+    |x|²|δ|² for T = 1, the Gram form Σ_{t,s} (x_t·x_s)(δ_t·δ_s), the outer product formed)."""
     t, k, n = x.shape[1], x.shape[2], d.shape[2]
     if t == 1:
         return jnp.sum(jnp.square(x[:, 0]), -1) * jnp.sum(jnp.square(d[:, 0]), -1)
@@ -243,6 +244,19 @@ def _outer_sq_norms(x, d):
         return jnp.sum(jnp.einsum("bti,bsi->bts", x, x) * jnp.einsum("bto,bso->bts", d, d),
                        axis=(1, 2))
     return jnp.sum(jnp.square(jnp.einsum("bti,bto->bio", x, d)), axis=(1, 2))
+
+
+def outer_gram(x, d):
+    """K_ij = g_i·g_j for g_i = Σ_t x_it ⊗ δ_it: x [B, T, K], δ [B, T, N] -> [B, B]
+    ((XXᵀ)∘(ΔΔᵀ) for T = 1, the Gram form over T, or the outer products formed)."""
+    b, t, k, n = x.shape[0], x.shape[1], x.shape[2], d.shape[2]
+    if t == 1:
+        return (x[:, 0] @ x[:, 0].T) * (d[:, 0] @ d[:, 0].T)
+    if t * t * (k + n) < k * n:
+        return jnp.einsum("atbs,atbs->ab", jnp.einsum("ati,bsi->atbs", x, x),
+                          jnp.einsum("ato,bso->atbs", d, d))
+    g = jnp.einsum("bti,bto->bio", x, d).reshape(b, -1)
+    return g @ g.T
 
 
 def _lookup_rows(use: _Use, ids, delta):
@@ -343,7 +357,7 @@ def value_grad_and_norms(tapped: TappedLoss, params: PyTree, batch: PyTree):
     for i in range(tapped.num_params):
         method, f = _factors(tapped, run, flat_params, i)
         if method == "dense":
-            norms.append(_outer_sq_norms(*f))
+            norms.append(outer_sq_norms(*f))
         elif method == "embedding":
             ids, rows = f
             same = (ids[:, :, None] == ids[:, None, :]).astype(rows.dtype)
@@ -365,16 +379,7 @@ def value_grad_and_gram(tapped: TappedLoss, params: PyTree, batch: PyTree):
     for i in range(tapped.num_params):
         method, f = _factors(tapped, run, flat_params, i)
         if method == "dense":
-            x, d = f
-            t, k, n = x.shape[1], x.shape[2], d.shape[2]
-            if t == 1:
-                gram = gram + (x[:, 0] @ x[:, 0].T) * (d[:, 0] @ d[:, 0].T)
-            elif t * t * (k + n) < k * n:
-                gram = gram + jnp.einsum("atbs,atbs->ab", jnp.einsum("ati,bsi->atbs", x, x),
-                                         jnp.einsum("ato,bso->atbs", d, d))
-            else:
-                g = jnp.einsum("bti,bto->bio", x, d).reshape(b, -1)
-                gram = gram + g @ g.T
+            gram = gram + outer_gram(*f)
         elif method == "embedding":
             ids, rows = f
             same = (ids[:, :, None, None] == ids[None, None, :, :]).astype(rows.dtype)

@@ -51,7 +51,8 @@ import jax.numpy as jnp
 
 from jaxsgd._util import batch_size as _batch_size
 from jaxsgd._util import key_name, leaf_paths
-from jaxsgd.measure._taps import TappedLoss, value_grad_and_gram, value_grad_and_norms
+from jaxsgd.measure._taps import (TappedLoss, outer_gram, outer_sq_norms, value_grad_and_gram,
+                                  value_grad_and_norms)
 
 PyTree = Any
 METHODS = ("auto", "taps", "layers", "vmap")
@@ -127,16 +128,8 @@ def _dense_sq_norms(x, delta):
     b = x.shape[0]
     x = x.reshape(b, -1, x.shape[-1])
     delta = delta.reshape(b, -1, delta.shape[-1])
-    t, d_in, d_out = x.shape[1], x.shape[2], delta.shape[2]
     bias = jnp.sum(jnp.square(jnp.sum(delta, axis=1)), axis=-1)
-    if t == 1:
-        kernel = jnp.sum(jnp.square(x[:, 0]), -1) * jnp.sum(jnp.square(delta[:, 0]), -1)
-    elif t * t * (d_in + d_out) < d_in * d_out:  # Gram: Σ_ts (x_t·x_s)(δ_t·δ_s)
-        kernel = jnp.sum(jnp.einsum("bti,bsi->bts", x, x) * jnp.einsum("bto,bso->bts", delta, delta),
-                         axis=(1, 2))
-    else:
-        kernel = jnp.sum(jnp.square(jnp.einsum("bti,bto->bio", x, delta)), axis=(1, 2))
-    return kernel, bias
+    return outer_sq_norms(x, delta), bias
 
 
 def _padding(module: nn.Conv, num_spatial: int):
@@ -222,11 +215,7 @@ def _dense_gram(x, delta):
     x = x.reshape(b, -1, x.shape[-1])
     delta = delta.reshape(b, -1, delta.shape[-1])
     bias = jnp.sum(delta, axis=1)
-    gram = bias @ bias.T
-    if x.shape[1] == 1:
-        return gram + (x[:, 0] @ x[:, 0].T) * (delta[:, 0] @ delta[:, 0].T)
-    kernel = jnp.einsum("bti,bto->bio", x, delta).reshape(b, -1)
-    return gram + kernel @ kernel.T
+    return bias @ bias.T + outer_gram(x, delta)
 
 
 def _vmap_norms(loss_fn, params, batch):
