@@ -3,8 +3,8 @@
 The loss of one example is ℓ(θ, e) = loss_fn(θ, e[None]) (``loss_fn`` is a mean of independent
 per-example losses). Its jaxpr is interpreted here. A *use* of a parameter leaf is an operation
 that is linear in a value P derived from the leaf by structural operations only (the *chain*:
-reshape, transpose, broadcast, dtype conversion), with no other operand derived from a
-parameter:
+reshape, transpose, broadcast, static slice, dtype conversion), with no other operand derived
+from a parameter:
 
 * ``dot_general`` (dense layers, attention projections, tied output layers),
 * ``conv_general_dilated`` with P as the kernel,
@@ -47,7 +47,8 @@ from jax.extend import core as jcore
 PyTree = Any
 
 _CHAIN = {"convert_element_type", "reshape", "transpose", "broadcast_in_dim", "squeeze",
-          "expand_dims", "copy", "copy_p", "reduce_precision"}
+          "expand_dims", "copy", "copy_p", "reduce_precision", "slice"}
+_CHANGES_NORM = {"broadcast_in_dim", "slice"}  # chain links after which |g_P| ≠ |g_leaf|
 _CALLS = {"jit", "pjit", "closed_call", "core_call"}
 _LINEAR = {"dot_general", "conv_general_dilated", "add", "sub", "mul", "gather"}
 METHODS = ("dense", "embedding", "explicit", "vmap", "unused")
@@ -137,7 +138,7 @@ def _interpret(closed, args, origins, found: _Found | None, taps, recorded):
 
 
 def _keeps_norm(chain) -> bool:
-    return all(p.name != "broadcast_in_dim" for p, _ in chain)
+    return all(p.name not in _CHANGES_NORM for p, _ in chain)
 
 
 def _is_dense(use: _Use) -> bool:
