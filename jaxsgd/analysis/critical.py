@@ -96,7 +96,8 @@ _NAN2 = (math.nan, math.nan)
 
 class CriticalBatchSize(NamedTuple):
     """Result of ``critical_batch_size``; intervals are (low, high) over seeds at ``confidence``
-    (jackknife with Student's t, or bootstrap percentiles: module docstring, step 5).
+    (pooled parametric bootstrap by default, jackknife or seed bootstrap: module docstring,
+    step 5).
 
     s_min: S_min, optimizer steps (the B → ∞ plateau). e_min: E_min, examples (the B → 0 limit).
     b_crit: E_min / S_min, examples per batch. b_crit_measured: the batch size where measured
@@ -310,10 +311,9 @@ def _evaluation_gaps(result: SweepResult, steps: xr.DataArray) -> np.ndarray:
     """For every finite steps-to-target S of ``steps`` (same layout), S minus the evaluation
     step before it (0 for none): the target was crossed somewhere in (S − gap, S]."""
     gaps = np.zeros(steps.shape)
+    every = result.metrics["step"]  # [batch_size, eval], or [eval] if shared
     for i, b in enumerate(steps["batch_size"].values):
-        evaluated = result.metrics["step"]  # [batch_size, eval], or [eval] if shared
-        if "batch_size" in evaluated.dims:
-            evaluated = evaluated.sel(batch_size=b)
+        evaluated = every.sel(batch_size=b) if "batch_size" in every.dims else every
         evaluated = evaluated.values.astype(np.float64)
         evaluated = np.unique(evaluated[np.isfinite(evaluated)])
         found = steps.values[i]
@@ -418,10 +418,11 @@ def critical_batch_size(
 
     rng = np.random.default_rng(seed)
 
-    def redo(pick, sigma=0.0):  # steps 1, 2, 4 on the seeds ``pick``, runs redrawn
-        v = values[..., pick]   # (inf stays inf) and the crossings moved in their intervals
-        v = v * np.exp(sigma * rng.standard_normal(v.shape)) - rng.uniform(
-            size=v.shape) * gaps[..., pick]
+    def redo(pick, sigma=0.0, dither=True):  # steps 1, 2, 4 on the seeds ``pick``; with
+        v = values[..., pick]  # ``dither``, runs redrawn (inf stays inf) and the crossings
+        if dither:             # moved within their evaluation intervals
+            v = v * np.exp(sigma * rng.standard_normal(v.shape)) - rng.uniform(
+                size=v.shape) * gaps[..., pick]
         return _derived(_estimate(v, batch_sizes, learning_rates,
                                   None if final is None else final[..., pick], **rule))
 
@@ -434,10 +435,7 @@ def critical_batch_size(
         intervals = [_t_interval(point[j], _log_sd(draws[:, j]), dof, confidence)
                      for j in range(5)]
     elif num_seeds > 1 and interval == "jackknife":
-        loo = np.array([_derived(_estimate(values[..., np.delete(every, i)], batch_sizes,
-                                           learning_rates, None if final is None else
-                                           final[..., np.delete(every, i)], **rule))
-                        for i in range(num_seeds)])
+        loo = np.array([redo(np.delete(every, i), dither=False) for i in range(num_seeds)])
         intervals = [_t_interval(point[j], _jackknife_log_sd(loo[:, j]), num_seeds - 1,
                                  confidence) for j in range(5)]
     elif num_seeds > 1 and interval == "bootstrap" and num_bootstrap:

@@ -32,7 +32,7 @@ import optax
 from jaxsgd.engine.evaluation import EvalData, evaluate
 from jaxsgd.engine.sampling import SamplerState, init_sampler, sample_indices
 from jaxsgd.hyperparams import HParams
-from jaxsgd.measure.per_example import fusable, value_grad_and_example_norms
+from jaxsgd.measure.per_example import fused_method, value_grad_and_example_norms
 from jaxsgd.optimizers import make_optimizer
 from jaxsgd.probes.base import Probe, StepGradients, num_probe_points
 from jaxsgd.targets import metric_values, target_direction, target_reached
@@ -212,8 +212,10 @@ def record_eval(group: Group, state: RunState, data: TrainData, slot) -> RunStat
 def step_gradients(group: Group, params: PyTree, batch) -> StepGradients:
     """Minibatch loss and gradient; per-example norms too when fused at almost no cost."""
     loss_fn = group.loss_fn
-    if group.wants_norms and fusable(loss_fn, params, batch):
-        loss_value, grads, norms = value_grad_and_example_norms(loss_fn, params, batch)
+    method = fused_method(loss_fn, params, batch) if group.wants_norms else None
+    if method is not None:
+        loss_value, grads, norms = value_grad_and_example_norms(loss_fn, params, batch,
+                                                                method=method)
         return StepGradients(loss_value, grads, norms, group.population)
     loss_value, grads = jax.value_and_grad(loss_fn)(params, batch)
     return StepGradients(loss_value, grads, None, group.population)

@@ -161,7 +161,7 @@ class TappedLoss:
     """The per-example loss of ``loss_fn`` with its parameter uses found (by tracing only).
 
     ``methods``: per parameter leaf (in ``jax.tree.leaves`` order), one of ``METHODS``;
-    ``reasons``: leaf -> why it needs "vmap".
+    ``found.unsupported``: leaf -> why it needs "vmap".
     """
 
     def __init__(self, loss_fn: Callable, params: PyTree, example: PyTree):
@@ -181,7 +181,6 @@ class TappedLoss:
         self.found = _Found([], {})
         jax.eval_shape(lambda *f: _interpret(self.closed, f, self._origins(len(f)), self.found,
                                              None, [])[0], *flat)
-        self.reasons = dict(self.found.unsupported)
         self.methods = [self._method(i) for i in range(self.num_params)]
 
     def _origins(self, count: int) -> list:

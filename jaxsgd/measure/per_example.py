@@ -322,7 +322,11 @@ def example_norms_method(loss_fn, params, batch, *, method: str = "auto") -> PyT
     return jax.tree.unflatten(tapped.param_def, tapped.methods)
 
 
-def fusable(loss_fn, params, batch) -> bool:
-    """True when no leaf needs ``vmap(grad)``: per-example norms then cost about one backward
-    pass, so a training step can compute them every step (trace only)."""
-    return "vmap" not in jax.tree.leaves(example_norms_method(loss_fn, params, batch))
+def fused_method(loss_fn, params, batch) -> str | None:
+    """The ``method`` that gives every leaf's per-example norms for about one backward pass —
+    "layers" where the flax interception covers every leaf, else "taps" where no leaf needs
+    ``vmap(grad)`` — or None: what ``method="auto"`` would choose, decided once (trace only),
+    so a training step computing the norms at every step does not decide it again."""
+    if _layers_apply(loss_fn, params, batch):
+        return "layers"
+    return None if "vmap" in _tapped(loss_fn, params, batch).methods else "taps"

@@ -90,6 +90,7 @@ from jax.flatten_util import ravel_pytree
 
 from jaxsgd._util import batch_size as _batch_size
 from jaxsgd._util import check_int
+from jaxsgd.measure.curvature import hvp
 
 PyTree = Any
 LossFn = Callable[[PyTree, PyTree], jax.Array]
@@ -329,11 +330,10 @@ def _eigenvector_corner(objective, batch, flat, radius, norm: str, key, power_st
     """The better of ±(the point of the set along the top eigenvector v of the scaled
     Hessian ∇²_u f(0) = S H S): v from ``power_steps`` power iterations (Hessian-vector
     products) from a normal draw; the point is r·sign(v) (box) or r·v/‖v‖ (ball)."""
-    grad = jax.grad(objective)
     zero = jnp.zeros_like(flat)
 
     def power(_, v):
-        hv = jax.jvp(lambda u: grad(u, batch), (zero,), (v,))[1]
+        hv = hvp(objective, zero, batch, v)
         return hv / jnp.maximum(jnp.sqrt(jnp.sum(jnp.square(hv))), jnp.finfo(flat.dtype).tiny)
 
     v = jax.lax.fori_loop(0, power_steps, power,
@@ -353,10 +353,9 @@ def _worst_case(loss_fn, params, batch, key, *, radius, scale_kind, eta, norm, n
         starts = [jnp.zeros_like(flat)]
     else:
         starts = [_random_start(key, flat.shape, flat.dtype, start * radius, norm)]
-    if power_steps:
-        k_power = jax.random.fold_in(jax.random.key(0) if key is None else key, 1)
-        starts.append(_eigenvector_corner(objective, batch, flat, radius, norm, k_power,
-                                          power_steps))
+    if power_steps:  # epsilon_sharpness only, which always has a key
+        starts.append(_eigenvector_corner(objective, batch, flat, radius, norm,
+                                          jax.random.fold_in(key, 1), power_steps))
     ascents = jax.vmap(lambda u0: _ascend(objective, u0, batch, radius, norm, num_steps,
                                           step_size))(jnp.stack(starts))
     best = jax.tree.map(lambda a: a[jnp.argmax(ascents.value)], ascents)
