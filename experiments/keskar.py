@@ -111,7 +111,7 @@ def plot(report: dict, path: Path) -> None:
         names = [n for n in MEASURES if n not in ("test_accuracy", "train_loss")]
         labels = {"epsilon_sharpness": "ε-sharp.", "lambda_max": "λ_max",
                   "hessian_trace": "tr H", "adaptive_sharpness": "adaptive",
-                  "generalization_gap": "gap"}
+                  "generalization_gap": "test −\ntrain loss"}
         for i, name in enumerate(names):
             lo = np.array(report["measures"][name][str(small)])
             hi = np.array(report["measures"][name][str(large)])
