@@ -11,6 +11,8 @@ import numpy as np
 import pytest
 from flax import nnx
 
+from jaxsgd.measure._taps import TappedLoss
+from jaxsgd.measure.noise import gradient_noise_scale
 from jaxsgd.measure.per_example import (example_gradient_gram, example_norms_method,
                                         value_grad_and_example_norms)
 
@@ -107,10 +109,12 @@ def _per_example_grads(loss_fn, params, batch):
 @pytest.mark.parametrize("name", list(MODELS))
 def test_example_norms_equal_vmap_grad_per_leaf_and_in_total(name):
     params, loss_fn, batch = MODELS[name]()
-    methods = jax.tree.leaves(example_norms_method(loss_fn, params, batch, method="taps"))
+    methods = jax.tree.leaves(example_norms_method(loss_fn, params, batch))
     assert "vmap" not in methods and "dense" in methods, methods
+    tapped = TappedLoss(loss_fn, params, batch)  # the batched program, no unit example axis
+    assert tapped.separable, tapped.why_per_example
     loss, grads, norms = jax.jit(
-        lambda p, b: value_grad_and_example_norms(loss_fn, p, b, method="taps"))(params, batch)
+        lambda p, b: value_grad_and_example_norms(loss_fn, p, b))(params, batch)
     want = jax.tree.map(lambda g: jnp.sum(jnp.square(g.reshape(g.shape[0], -1)), axis=1),
                         _per_example_grads(loss_fn, params, batch))
     total = sum(jax.tree.leaves(want))
@@ -128,9 +132,32 @@ def test_example_norms_equal_vmap_grad_per_leaf_and_in_total(name):
 @pytest.mark.parametrize("name", ["pure JAX MLP", "flax transformer"])
 def test_example_gradient_gram_equals_explicit_per_example_gradients(name):
     params, loss_fn, batch = MODELS[name]()
-    _, _, gram = jax.jit(lambda p, b: example_gradient_gram(loss_fn, p, b, method="taps"))(
+    _, _, gram = jax.jit(lambda p, b: example_gradient_gram(loss_fn, p, b))(
         params, batch)
     flat = jnp.concatenate([g.reshape(g.shape[0], -1) for g in
                             jax.tree.leaves(_per_example_grads(loss_fn, params, batch))], axis=1)
     want = flat @ flat.T
     np.testing.assert_allclose(gram, want, rtol=1e-4, atol=1e-5 * float(jnp.max(want)))
+
+
+def test_noise_scale_of_the_layernorm_leaves_alone():
+    """``leaves="LayerNorm"`` (Gray et al. 2024's proxy): the noise scale of the matching leaves
+    from their per-example gradients; the other leaves' entries NaN; bad patterns refused."""
+    params, loss_fn, batch = _transformer()
+    got = jax.jit(lambda p, b: gradient_noise_scale(loss_fn, p, b, leaves="LayerNorm"))(
+        params, batch)
+    grads = _per_example_grads(loss_fn, params, batch)
+    chosen = [g for path, g in jax.tree_util.tree_flatten_with_path(grads)[0]
+              if "LayerNorm" in jax.tree_util.keystr(path)]
+    flat = jnp.concatenate([g.reshape(g.shape[0], -1) for g in chosen], axis=1)
+    mean = jnp.mean(flat, axis=0)
+    grad_sq = float(jnp.sum(mean ** 2))
+    trace = float(jnp.mean(jnp.sum(flat ** 2, axis=1))) - grad_sq
+    assert float(got.grad_sq_norm) == pytest.approx(grad_sq, rel=1e-4)
+    assert float(got.trace_cov) == pytest.approx(trace, rel=1e-4)
+    assert np.isnan(float(got.per_leaf.trace_cov["Dense_0"]["kernel"]))
+    assert np.isfinite(float(got.per_leaf.trace_cov["LayerNorm_0"]["scale"]))
+    with pytest.raises(ValueError, match="leaves: 'BatchNorm' matches no parameter path"):
+        gradient_noise_scale(loss_fn, params, batch, leaves="BatchNorm")
+    with pytest.raises(ValueError, match=r"leaves: '\[' is not a regular expression"):
+        value_grad_and_example_norms(loss_fn, params, batch, leaves="[")

@@ -35,7 +35,7 @@ def test_gram_and_bootstrap_estimates_match_the_exact_estimators():
     def loss_fn(p, b):
         return cross_entropy(model.apply(p, b[0]), b[1])
 
-    _, _, fused = jax.jit(lambda p, b: example_gradient_gram(loss_fn, p, b, method="layers"))(
+    _, _, fused = jax.jit(lambda p, b: example_gradient_gram(loss_fn, p, b))(
         params, (x, y))
     grad = jax.jit(jax.grad(loss_fn))
     grads = [grad(params, (x[i:i + 1], y[i:i + 1])) for i in range(24)]

@@ -21,8 +21,9 @@ from jaxsgd.losses import cross_entropy, mse
 from jaxsgd.models import cnn, linear, make_model, mlp
 from jaxsgd.measure.noise import hessian_noise_scale, two_batch_noise_scale
 from jaxsgd.probes.noise import hessian_noise_probe, noise_scale_probe
-from jaxsgd.measure.per_example import UnsupportedModel, example_norms_method, value_grad_and_example_norms
+from jaxsgd.measure.per_example import example_norms_method, value_grad_and_example_norms
 from jaxsgd.engine.sweep import run_sweep
+from jaxsgd.engine.training import Group
 
 
 def _loop_sq_norms(loss_fn, params, batch):
@@ -72,13 +73,12 @@ def _cases():
     yield "dense over a sequence", params, loss_fn, (x, y % 3)
 
 
-@pytest.mark.parametrize("method", ["auto", "layers"])
 @pytest.mark.parametrize("case", list(_cases()), ids=lambda c: c[0])
-def test_fused_example_norms_match_a_loop_over_examples(case, method):
+def test_fused_example_norms_match_a_loop_over_examples(case):
     _, params, loss_fn, batch = case
     assert "vmap" not in jax.tree.leaves(example_norms_method(loss_fn, params, batch))
     loss, grads, norms = jax.jit(
-        lambda p, b: value_grad_and_example_norms(loss_fn, p, b, method=method))(params, batch)
+        lambda p, b: value_grad_and_example_norms(loss_fn, p, b))(params, batch)
     expected = _loop_sq_norms(loss_fn, params, batch)
     for got, want in zip(jax.tree.leaves(norms), jax.tree.leaves(expected)):
         np.testing.assert_allclose(np.asarray(got), want, rtol=1e-4, atol=1e-12)
@@ -88,7 +88,7 @@ def test_fused_example_norms_match_a_loop_over_examples(case, method):
         np.testing.assert_allclose(np.asarray(got), np.asarray(want), rtol=1e-5, atol=1e-7)
 
 
-def test_unsupported_models_fall_back_to_exact_vmap():
+def test_shared_layers_plain_jax_and_nonlinear_parameters_are_exact():
     x = jax.random.normal(jax.random.key(0), (6, 40))
     y = jnp.arange(6) % 3
     params, shared = _flax_case(_Shared(), x)
@@ -97,11 +97,8 @@ def test_unsupported_models_fall_back_to_exact_vmap():
     def plain(p, b):  # pure JAX: no flax layer to intercept
         return cross_entropy(b[0] @ p["w"], b[1])
 
-    for p, loss_fn, reason in ((params, shared, "more than once"),
-                               (plain_params, plain, "outside any flax")):
+    for p, loss_fn in ((params, shared), (plain_params, plain)):
         assert "vmap" not in jax.tree.leaves(example_norms_method(loss_fn, p, (x, y)))
-        with pytest.raises(UnsupportedModel, match=reason):
-            value_grad_and_example_norms(loss_fn, p, (x, y), method="layers")
         _, _, norms = jax.jit(lambda q, b, f=loss_fn: value_grad_and_example_norms(f, q, b))(
             p, (x, y))
         for got, want in zip(jax.tree.leaves(norms), jax.tree.leaves(_loop_sq_norms(loss_fn, p, (x, y)))):
@@ -140,7 +137,8 @@ def _first_minibatch(data, seed, batch_size):
 def probed_and_plain(mnist1d_small):
     """The same small sweep with the noise probes and without any."""
     c = _config(grid=Grid(learning_rate=(0.1, 0.2), seed=(3, 4)))
-    probes = (noise_scale_probe(every=1, microbatches=4), hessian_noise_probe(every=4))
+    probes = (noise_scale_probe(every=1, microbatches=4), hessian_noise_probe(every=4),
+              noise_scale_probe(every=2, name="head", leaves="Dense_2"))
     return (run_sweep(c, data=mnist1d_small, probes=probes, progress=False),
             run_sweep(c, data=mnist1d_small, progress=False))
 
@@ -160,6 +158,13 @@ def test_noise_scale_probe_at_step_zero_equals_the_exact_estimators(mnist1d_smal
     small = float(np.mean(sum(jax.tree.leaves(norms))))
     g = jax.jit(jax.grad(loss_fn))(params, batch)
     big = float(sum(jnp.sum(jnp.square(leaf)) for leaf in jax.tree.leaves(g)))
+    # The probe of the output layer's leaves alone (leaves="Dense_2")
+    head = run.isel(head_step=0)
+    assert float(head.head_example_sq_norm) == pytest.approx(
+        float(np.mean(sum(jax.tree.leaves(norms["Dense_2"])))), rel=1e-4)
+    assert float(head.head_batch_grad_sq_norm) == pytest.approx(
+        float(sum(jnp.sum(jnp.square(leaf)) for leaf in jax.tree.leaves(g["Dense_2"]))), rel=1e-4)
+    assert float(head.head_example_sq_norm) < 0.9 * small
     n = len(mnist1d_small.x_train)
     g_sq, trace = two_batch_noise_scale(small, big, 1, 16, n)
     step0 = run.isel(noise_scale_step=0)
@@ -220,6 +225,17 @@ def test_per_step_estimates_average_to_the_training_sets_exact_noise_scale():
     small, big = run.noise_scale_example_sq_norm.values, run.noise_scale_batch_grad_sq_norm.values
     uncorrected, _ = two_batch_noise_scale(small, big, 1, 64)  # as if drawn with replacement
     assert float(uncorrected.mean()) < 0.95 * float(exact.grad_sq_norm)
+
+
+def test_the_step_computes_the_norms_its_probes_ask_for():
+    group = lambda *probes: Group(None, None, None, None, None, probes)  # noqa: E731
+    head, norm = (noise_scale_probe(leaves=p) for p in ("Dense_2", "LayerNorm"))
+    assert group(head).norm_leaves == "(?:Dense_2)"
+    assert group(head, norm).norm_leaves == "(?:Dense_2)|(?:LayerNorm)"
+    assert group(head, noise_scale_probe()).norm_leaves is None
+    assert not group(hessian_noise_probe()).wants_norms
+    with pytest.raises(ValueError, match=r"leaves: '\(' is not a regular expression"):
+        noise_scale_probe(leaves="(")
 
 
 def test_probe_options_are_checked_and_guard_resuming(mnist1d_small):

@@ -9,7 +9,7 @@ One optimizer step ``t`` (the scan body, ``train_step``):
 1. minibatch indices from (run key, t)                      — ``jaxsgd.engine.sampling``
 2. if t is an evaluation step: metrics of θ_t on the fixed sets   — ``lax.cond`` (t unbatched)
 3. minibatch loss and gradient at θ_t (with per-example gradient norms, fused, when a probe
-   asks for them and the model's layers allow it — ``jaxsgd.measure.per_example``)
+   asks for them and no parameter needs ``vmap(grad)`` — ``jaxsgd.measure.per_example``)
 4. probes due at t measure θ_t on the same minibatch             — ``lax.cond`` each
 5. divergence check on the minibatch loss; a diverged run is frozen from here on
 6. optimizer update θ_{t+1} = θ_t + u_t (optax), unless frozen (diverged, or stopped: with
@@ -32,7 +32,7 @@ import optax
 from jaxsgd.engine.evaluation import EvalData, evaluate
 from jaxsgd.engine.sampling import SamplerState, init_sampler, sample_indices
 from jaxsgd.hyperparams import HParams
-from jaxsgd.measure.per_example import fused_method, value_grad_and_example_norms
+from jaxsgd.measure.per_example import fused, value_grad_and_example_norms
 from jaxsgd.optimizers import make_optimizer
 from jaxsgd.probes.base import Probe, StepGradients, num_probe_points
 from jaxsgd.targets import metric_values, target_direction, target_reached
@@ -140,6 +140,15 @@ class Group:
         return any(p.step_gradients for p in self.probes)
 
     @property
+    def norm_leaves(self) -> str | None:
+        """The leaves whose per-example norms the probes need: a regular expression on the
+        leaf paths, or None for every leaf."""
+        patterns = {p.example_leaves for p in self.probes if p.step_gradients}
+        if None in patterns:
+            return None
+        return "|".join(f"(?:{pattern})" for pattern in sorted(patterns))
+
+    @property
     def population(self) -> int | None:
         """N for the finite-data correction under epoch sampling; None with replacement."""
         return self.spec.num_train if self.spec.sampling == "epoch" else None
@@ -212,10 +221,9 @@ def record_eval(group: Group, state: RunState, data: TrainData, slot) -> RunStat
 def step_gradients(group: Group, params: PyTree, batch) -> StepGradients:
     """Minibatch loss and gradient; per-example norms too when fused at almost no cost."""
     loss_fn = group.loss_fn
-    method = fused_method(loss_fn, params, batch) if group.wants_norms else None
-    if method is not None:
+    if group.wants_norms and fused(loss_fn, params, batch, group.norm_leaves):
         loss_value, grads, norms = value_grad_and_example_norms(loss_fn, params, batch,
-                                                                method=method)
+                                                                leaves=group.norm_leaves)
         return StepGradients(loss_value, grads, norms, group.population)
     loss_value, grads = jax.value_and_grad(loss_fn)(params, batch)
     return StepGradients(loss_value, grads, None, group.population)

@@ -32,7 +32,7 @@ import jax
 import jax.numpy as jnp
 
 from jaxsgd._util import batch_size as _batch_size
-from jaxsgd.measure.per_example import METHODS, value_grad_and_example_norms
+from jaxsgd.measure.per_example import METHODS, selected_leaves, value_grad_and_example_norms
 
 PyTree = Any
 
@@ -60,16 +60,17 @@ def per_example_gradient_moments(
     *,
     slice_size: int | None = None,
     method: str = "auto",
+    leaves: str | None = None,
 ) -> tuple[PyTree, PyTree]:
     """(Σ_i g_i, Σ_i |g_i|² per leaf) over the n examples of ``batch``.
 
     ``loss_fn(params, batch)`` is a mean loss; g_i is its gradient on example i alone. The sums
     are accumulated over slices of ``slice_size`` examples (default: all at once); n must be
-    a multiple of it. ``method`` (``jaxsgd.measure.per_example``): "taps" computes |g_i|² in
+    a multiple of it. ``method`` (``jaxsgd.measure.per_example``): "auto" computes |g_i|² in
     one tapped backward pass from the loss's jaxpr (about the cost of one gradient; exact
-    ``vmap(grad)`` for the leaves it cannot prove), "layers" the same for flax linen Dense/Conv
-    layers only, "auto" the second where it covers every leaf, else the first, "vmap" from
-    explicit per-example gradients (about n single-example gradients).
+    ``vmap(grad)`` for the leaves it cannot prove), "vmap" from explicit per-example gradients
+    (about n single-example gradients). ``leaves`` (a regular expression on the leaf paths,
+    ``jaxsgd.measure.per_example.selected_leaves``): the squared norms of the others are NaN.
     """
     if method not in METHODS:
         raise ValueError(f"method: {method!r}; known: {', '.join(METHODS)}")
@@ -78,19 +79,12 @@ def per_example_gradient_moments(
     if size < 1 or n % size:
         raise ValueError(f"slice_size: {slice_size!r} must divide the batch size {n}")
 
-    def one(example):
-        return jax.grad(loss_fn)(params, jax.tree.map(lambda a: a[None], example))
-
-    def explicit(examples):
-        grads = jax.vmap(one)(examples)
-        return (jax.tree.map(lambda g: jnp.sum(g, axis=0), grads),
-                jax.tree.map(lambda g: jnp.sum(jnp.square(g)), grads))
+    selected_leaves(params, leaves)  # a bad pattern fails here, before any compute
 
     def moments(examples):
-        if method == "vmap":
-            return explicit(examples)
-        # the slice's mean gradient and every example's |g_i|², one backward pass
-        _, mean, norms = value_grad_and_example_norms(loss_fn, params, examples, method=method)
+        # the slice's mean gradient and every example's |g_i|² (one backward pass for "auto")
+        _, mean, norms = value_grad_and_example_norms(loss_fn, params, examples, method=method,
+                                                      leaves=leaves)
         return (jax.tree.map(lambda g: g * size, mean), jax.tree.map(jnp.sum, norms))
 
     slices = jax.tree.map(lambda a: a.reshape(n // size, size, *a.shape[1:]), batch)
@@ -115,6 +109,7 @@ def gradient_noise_scale(
     unbiased: bool = False,
     slice_size: int | None = None,
     method: str = "auto",
+    leaves: str | None = None,
 ) -> NoiseScale:
     """Exact |G|², tr Σ and B_simple over ``batch`` from per-example gradients (see module).
 
@@ -127,18 +122,23 @@ def gradient_noise_scale(
       method: how per-example squared norms are computed (``per_example_gradient_moments``):
         "auto" fuses them into one backward pass when the model allows it (about the cost of
         one gradient; ``benchmarks/noise_scale.py``), else explicit ``vmap(grad)``.
+      leaves: a regular expression on the leaf paths ("LayerNorm_0/scale"): the noise scale of
+        the parameters it matches alone, e.g. "LayerNorm" for the proxy of Gray et al. 2024;
+        ``per_leaf`` is NaN for the others. None: every leaf.
     """
     n = _batch_size(batch)
     if unbiased and n < 2:
         raise ValueError(f"batch: {n} example(s); the unbiased noise scale needs at least 2")
     sums, squares = per_example_gradient_moments(loss_fn, params, batch, slice_size=slice_size,
-                                                 method=method)
+                                                 method=method, leaves=leaves)
     leaf_grad_sq = jax.tree.map(lambda s: jnp.sum(jnp.square(s / n)), sums)
     leaf_mean_sq = jax.tree.map(lambda q: q / n, squares)
     per_leaf = NoiseScale(*(
         jax.tree.map(lambda g, m, i=i: _finish(g, m, n, unbiased)[i], leaf_grad_sq, leaf_mean_sq)
         for i in range(3)))
-    total = _finish(sum(jax.tree.leaves(leaf_grad_sq)), sum(jax.tree.leaves(leaf_mean_sq)), n,
+    keep = selected_leaves(params, leaves)
+    total = _finish(sum(g for g, k in zip(jax.tree.leaves(leaf_grad_sq), keep) if k),
+                    sum(m for m, k in zip(jax.tree.leaves(leaf_mean_sq), keep) if k), n,
                     unbiased)
     return NoiseScale(*total, per_leaf=per_leaf)
 

@@ -14,8 +14,10 @@ Outputs land in the results as variables ``{name}_{key}`` over a ``{name}_step``
 A probe built with ``step_gradients=True`` also receives the training step's own gradient as
 ``measure(..., state, gradients=StepGradients(loss, grads, example_sq_norms))``, so it costs
 no extra backward pass; ``example_sq_norms`` (each leaf [B]: every example's squared gradient
-norm, ``jaxsgd.measure.per_example``) comes fused into that backward pass when the model's layers allow
-it, and is ``None`` otherwise (the probe then computes what it needs itself, only when due).
+norm, ``jaxsgd.measure.per_example``) comes fused into that backward pass when no parameter
+needs ``vmap(grad)``, and is ``None`` otherwise (the probe then computes what it needs itself,
+only when due). ``example_leaves`` (a regular expression on the leaf paths) limits the norms
+the step computes to the leaves it matches (the others are NaN), unless another probe needs all.
 ``options`` (pairs of name and JSON value: number, string, bool, None, or a list of them) enter
 the sweep's provenance, so resuming with other settings is refused; ``checked_probes`` checks
 them before anything compiles and makes lists tuples (hashable, as compiled programs need).
@@ -42,6 +44,7 @@ class Probe(NamedTuple):
     measure: Callable[..., tuple[PyTree, dict[str, jax.Array]]]
     step_gradients: bool = False
     options: tuple[tuple[str, Any], ...] = ()  # (name, JSON-able value) pairs; hashable
+    example_leaves: str | None = None  # step_gradients: whose per-example norms (regex; all)
 
 
 def _frozen(where: str, value: Any) -> Any:

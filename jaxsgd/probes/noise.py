@@ -28,14 +28,15 @@ Costs (reference MLP, benchmarks/noise_probe.py): see the README's measurements.
 
 from __future__ import annotations
 
+import re
+
 import jax
 import jax.numpy as jnp
-import optax
 
 from jaxsgd._util import batch_size as _batch_size
 from jaxsgd._util import check_int
 from jaxsgd.measure.noise import hessian_noise_scale, noise_scale_ema, two_batch_noise_scale
-from jaxsgd.measure.per_example import value_grad_and_example_norms
+from jaxsgd.measure.per_example import selected_leaves, value_grad_and_example_norms
 from jaxsgd.probes.base import Probe, StepGradients
 
 
@@ -46,7 +47,7 @@ def _check(every: int, decay: float) -> None:
 
 
 def noise_scale_probe(every: int = 1, decay: float = 0.95, microbatches: int | None = None,
-                      name: str = "noise_scale") -> Probe:
+                      name: str = "noise_scale", leaves: str | None = None) -> Probe:
     """B_simple of every run while it trains (see module docstring).
 
     Args:
@@ -54,6 +55,10 @@ def noise_scale_probe(every: int = 1, decay: float = 0.95, microbatches: int | N
       decay: EMA decay per measurement (0.95: about the last 20 measurements).
       microbatches: also the two-batch estimator with B_small = B/microbatches (must divide B).
       name: the probe's name (prefix of its result variables).
+      leaves: a regular expression on the parameter paths ("LayerNorm_0/scale"): the noise scale
+        of the leaves it matches alone — ``leaves="LayerNorm"`` is the proxy of Gray et al.
+        2024, whose per-example norms cost less than all leaves' (``benchmarks/
+        layernorm_noise.py``). None: every leaf.
 
     Outputs per measurement (float32 scalars; results ``{name}_{output}``):
       batch_grad_sq_norm |G_B|²; example_sq_norm mean_i |g_i|²; grad_sq_norm and trace_cov,
@@ -65,6 +70,12 @@ def noise_scale_probe(every: int = 1, decay: float = 0.95, microbatches: int | N
     if microbatches is not None and (isinstance(microbatches, bool)
                                      or not isinstance(microbatches, int) or microbatches < 2):
         raise ValueError(f"microbatches: {microbatches!r} must be an integer >= 2")
+    if leaves is not None:
+        try:
+            re.compile(leaves)
+        except (re.error, TypeError) as error:
+            raise ValueError(f"leaves: {leaves!r} is not a regular expression ({error})") from None
+
     def init(params, key):
         del params, key
         ema = noise_scale_ema(decay)
@@ -74,11 +85,16 @@ def noise_scale_probe(every: int = 1, decay: float = 0.95, microbatches: int | N
                 gradients: StepGradients):
         del opt_state, key, step
         b = _batch_size(batch)
+        keep = selected_leaves(params, leaves)
         norms = gradients.example_sq_norms
         if norms is None:  # some leaf needs vmap(grad): per-example norms only when due
-            _, _, norms = value_grad_and_example_norms(loss_fn, params, batch)
-        big = optax.tree.norm(gradients.grads, squared=True)
-        small = jnp.mean(sum(jax.tree.leaves(norms)))
+            _, _, norms = value_grad_and_example_norms(loss_fn, params, batch, leaves=leaves)
+
+        def chosen(tree):
+            return [x for x, k in zip(jax.tree.leaves(tree), keep) if k]
+
+        big = sum(jnp.sum(jnp.square(g)) for g in chosen(gradients.grads))
+        small = jnp.mean(sum(chosen(norms)))
         n = gradients.num_train
         ema = noise_scale_ema(decay, n)  # the finite-data correction needs N, known only here
         g_sq, trace = two_batch_noise_scale(small, big, 1, b, n)
@@ -93,7 +109,8 @@ def noise_scale_probe(every: int = 1, decay: float = 0.95, microbatches: int | N
             size = b // microbatches
             micro = jax.tree.map(lambda a: a.reshape(microbatches, size, *a.shape[1:]), batch)
             grads = jax.vmap(jax.grad(loss_fn), in_axes=(None, 0))(params, micro)
-            micro_sq = jnp.mean(jax.vmap(lambda g: optax.tree.norm(g, squared=True))(grads))
+            micro_sq = jnp.mean(sum(jnp.sum(jnp.square(g), axis=tuple(range(1, g.ndim)))
+                                    for g in chosen(grads)))
             mg, mt = two_batch_noise_scale(micro_sq, big, size, b, n)
             second, mavg = ema.update(state[1], micro_sq, big, size, b)
             out.update(micro_sq_norm=micro_sq, micro_grad_sq_norm=mg, micro_trace_cov=mt,
@@ -102,8 +119,10 @@ def noise_scale_probe(every: int = 1, decay: float = 0.95, microbatches: int | N
         return new_state, out
 
     options = (("decay", decay), ("microbatches", microbatches))
+    if leaves is not None:  # (absent otherwise: folders written before it still resume)
+        options += (("leaves", leaves),)
     return Probe(name=name, every=every, init=init, measure=measure, step_gradients=True,
-                 options=options)
+                 options=options, example_leaves=leaves)
 
 
 def hessian_noise_probe(every: int = 16, num_examples: int | None = 16, decay: float = 0.9,
