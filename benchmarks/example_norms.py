@@ -3,15 +3,14 @@
 One process, ratios measured in the same run (machines differ between sessions):
 
 * a pure-JAX MLP 40-256-256-10 (dicts of arrays, ``jnp`` ops) at B = 256;
-* the same layers as jaxsgd's flax linen MLP at B = 256 (``method="auto"`` against the flax
-  interception ``method="layers"``);
+* the same layers as jaxsgd's flax linen MLP at B = 256;
 * a small flax transformer (vocabulary 256, width 128, 2 blocks of 4-head causal attention,
   LayerNorm and a 512-wide MLP) at context 64, B = 32, one sequence per example;
 
-each as ``value_grad_and_example_norms`` with ``method="taps"`` (the loss's jaxpr),
-``"vmap"`` (``vmap(grad)``) and, for flax linen, ``"layers"`` (what ``"auto"`` takes there),
-against ``jax.value_and_grad`` of the mean loss. Each is compiled first, then all of a model's
-variants are timed in turn ``--repeats`` times; medians are compared.
+each as ``value_grad_and_example_norms`` with ``method="auto"`` (the taps in the loss's
+jaxpr) and ``"vmap"`` (``vmap(grad)``), against ``jax.value_and_grad`` of the mean loss. Each is compiled first, then all of a model's
+variants are timed in turn ``--repeats`` times (each time: one untimed call, then three timed;
+``vmap`` in its own loop afterwards, as it slows whatever runs next); medians are compared.
 
     python benchmarks/example_norms.py
 """
@@ -87,30 +86,33 @@ def transformer(rng):
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--repeats", type=int, default=60)
+    parser.add_argument("--repeats", type=int, default=30)
     args = parser.parse_args()
     jaxsgd.use_cpu_devices(1)  # one program: the ratio of the same work, not of parallelism
     rng = np.random.default_rng(0)
     print(f"jax {jax.__version__}, {jax.device_count()} {jax.devices()[0].platform} device")
-    columns = ("taps", "layers", "vmap")
-    cases = {"pure-JAX MLP, B=256": (pure_mlp(rng), ("taps", "vmap")),
-             "flax linen MLP, B=256": (linen_mlp(rng), columns),
-             "transformer, T=64, B=32": (transformer(rng), ("taps", "vmap"))}
+    columns = ("auto", "vmap")
+    cases = {"pure-JAX MLP, B=256": pure_mlp(rng), "flax linen MLP, B=256": linen_mlp(rng),
+             "transformer, T=64, B=32": transformer(rng)}
     print(f"\n{'':>26} {'gradient (s)':>13} " + " ".join(f"{m:>8}" for m in columns))
-    for name, ((params, loss_fn, batch), methods) in cases.items():
+    for name, (params, loss_fn, batch) in cases.items():
         fallback = [m for m in jax.tree.leaves(
-            example_norms_method(loss_fn, params, batch, method="taps")) if m == "vmap"]
+            example_norms_method(loss_fn, params, batch)) if m == "vmap"]
         fns = {"gradient": jax.jit(jax.value_and_grad(loss_fn))}
         fns.update({m: jax.jit(lambda p, b, m=m: value_grad_and_example_norms(
-            loss_fn, p, b, method=m)) for m in methods})
-        times = {k: [] for k in fns}
+            loss_fn, p, b, method=m)) for m in columns})
         for fn in fns.values():
             jax.block_until_ready(fn(params, batch))
-        for _ in range(args.repeats):
-            for k, fn in fns.items():
-                start = time.perf_counter()
-                jax.block_until_ready(fn(params, batch))
-                times[k].append(time.perf_counter() - start)
+        # vmap(grad) runs 10-20x longer and slows whatever runs next: timed on its own
+        times = {k: [] for k in fns}
+        for group in ([k for k in fns if k != "vmap"], ["vmap"]):
+            for _ in range(args.repeats):
+                for k in (k for k in group if k in fns):
+                    jax.block_until_ready(fns[k](params, batch))  # untimed
+                    start = time.perf_counter()
+                    for _ in range(3):
+                        jax.block_until_ready(fns[k](params, batch))
+                    times[k].append((time.perf_counter() - start) / 3)
         median = {k: float(np.median(v)) for k, v in times.items()}
         base = median["gradient"]
         print(f"{name:>26} {base:>13.5f} " + " ".join(

@@ -3,7 +3,7 @@ per-example gradient norms alone.
 
 1. Per-example squared gradient norms of the reference MLP (40-256-256-10), 16 runs vmapped,
    at each batch size, timed against one plain gradient (``jax.value_and_grad``) of the same
-   runs: the fused layer path (``value_grad_and_example_norms(..., "layers")``) and the
+   runs: the fused path (``value_grad_and_example_norms(..., method="auto")``) and the
    exact ``vmap(grad)`` over examples (``"vmap"``).
 2. The reference grid of ``reference_grid.py`` (16 runs per batch size, ``--budget`` examples
    per run), steady seconds of ``run_sweep`` without probes and with
@@ -43,7 +43,7 @@ def per_example_costs(batch_size: int, data) -> dict[str, float]:
 
     plain = jax.jit(jax.vmap(jax.value_and_grad(loss_fn), in_axes=(0, None)))
     out = {"gradient": time_call(plain, params, batch)}
-    for method in ("layers", "vmap"):
+    for method in ("auto", "vmap"):
         fn = jax.jit(jax.vmap(lambda p, b, m=method: value_grad_and_example_norms(loss_fn, p, b, method=m),
                               in_axes=(0, None)))
         out[method] = time_call(fn, params, batch)
@@ -69,8 +69,8 @@ def main() -> None:
     print(f"{'B':>6} {'gradient':>10} {'fused':>10} {'ratio':>7} {'vmap(grad)':>11} {'ratio':>7}")
     for b in args.batch_sizes:
         c = per_example_costs(b, data)
-        print(f"{b:>6} {1e3 * c['gradient']:>10.2f} {1e3 * c['layers']:>10.2f} "
-              f"{c['layers'] / c['gradient']:>7.2f} {1e3 * c['vmap']:>11.2f} "
+        print(f"{b:>6} {1e3 * c['gradient']:>10.2f} {1e3 * c['auto']:>10.2f} "
+              f"{c['auto'] / c['gradient']:>7.2f} {1e3 * c['vmap']:>11.2f} "
               f"{c['vmap'] / c['gradient']:>7.1f}")
 
     print(f"\nReference sweep, {NUM_RUNS} runs, {args.budget} examples per run: steady seconds "
