@@ -50,8 +50,17 @@ _KEY_HELP = {
     "training.sampling": "'epoch' (shuffle each epoch) or 'replacement'",
     "training.loss": "training loss; 'mse' on a classification set uses one-hot targets "
                      "(default: cross_entropy for labels, mse for regression targets)",
-    "training.divergence_factor": "a run diverges when its minibatch loss is non-finite or "
-                                  "exceeds this multiple of its first one",
+    "optimizer.horizon_batch_size": "Adam's grid.b2 is given at this batch size and rescaled "
+                                    "at the others to keep its half-life in examples",
+    "optimizer.horizon_b1": "rescale beta1 (grid.momentum) the same way",
+    "training.divergence_factor": "a run diverges when its minibatch loss is non-finite or its "
+                                  "running average exceeds this multiple of its first loss",
+    "training.divergence_horizon": "examples the divergence rule's running average spans "
+                                   "(the same at every batch size)",
+    "training.spike_factor": "a minibatch loss above this multiple of the running average is "
+                             "a spike (counted per evaluation interval)",
+    "training.accumulation": "microbatches per step (memory for batch_size / accumulation "
+                             "examples; same gradient)",
     "evaluation.every": "evaluate every this many budget units (default: 16 evaluations)",
     "evaluation.log_points": "and/or this many log-spaced evaluations",
     "evaluation.points": "and/or evaluations at exactly these points (budget units)",

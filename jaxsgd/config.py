@@ -94,8 +94,20 @@ class SweepConfig:
     loss: "cross_entropy" or "mse" (on one-hot targets for classification); None: by the data
         set (cross-entropy for labels, mse for regression targets). ``jaxsgd.losses``. A sweep
         given the user's own loss (``run_sweep(loss=...)``) records it as "user:NAME".
-    divergence_factor: a run is diverged at the first step whose minibatch loss is non-finite or
-        exceeds this multiple of its first minibatch loss.
+    divergence_factor / divergence_horizon: a run is diverged at the first step whose minibatch
+        loss is non-finite or whose running average over about ``divergence_horizon`` examples
+        exceeds ``divergence_factor`` times its first minibatch loss (``jaxsgd.engine.monitor``:
+        the same amount of data at every batch size, so one odd example at B = 1 does not
+        count as divergence; B ≫ horizon: the single minibatch loss).
+    spike_factor: a minibatch loss above this multiple of the running average is a spike;
+        every evaluation records the interval's count (``batch_loss_spikes``) and largest
+        minibatch loss (``batch_loss_max``).
+    accumulation: each step's batch of B goes through as this many microbatches of B/k
+        (memory for B/k examples' activations; the same mean loss and gradient). Must divide
+        every batch size.
+    horizon_batch_size / horizon_b1: Adam's β2 (and with ``horizon_b1`` β1, the momentum) is
+        the grid's value at this batch size and is rescaled at every other one to keep its
+        half-life in examples (``jaxsgd.optimizers.fixed_horizon``). None: β as given.
     target_metric / target_value: steps-to-target is the first evaluation step where the metric
         reaches the value (<= for losses and errors, >= for accuracies).
     stop_at_target: a run stops (parameters and optimizer state frozen) at the first evaluation
@@ -126,6 +138,11 @@ class SweepConfig:
     sampling: str = "epoch"
     loss: str | None = None
     divergence_factor: float = 10.0
+    divergence_horizon: float = 256.0
+    spike_factor: float = 3.0
+    accumulation: int = 1
+    horizon_batch_size: int | None = None
+    horizon_b1: bool = False
     target_metric: str | None = None
     target_value: float | None = None
     stop_at_target: bool = False
@@ -152,6 +169,8 @@ class SweepConfig:
                 "name": self.optimizer,
                 "schedule": self.schedule,
                 "decay_boundaries": list(self.decay_boundaries),
+                "horizon_batch_size": self.horizon_batch_size,
+                "horizon_b1": self.horizon_b1 or None,  # absent when False
             },
             "training": {
                 "batch_sizes": list(self.batch_sizes),
@@ -160,6 +179,9 @@ class SweepConfig:
                 "sampling": self.sampling,
                 "loss": self.loss,
                 "divergence_factor": self.divergence_factor,
+                "divergence_horizon": self.divergence_horizon,
+                "spike_factor": self.spike_factor,
+                "accumulation": self.accumulation,
             },
             "evaluation": {
                 "every": self.eval_every,
@@ -197,6 +219,8 @@ SCHEMA: dict[str, dict[str, tuple[str, str]]] = {
         "name": ("optimizer", "str"),
         "schedule": ("schedule", "str"),
         "decay_boundaries": ("decay_boundaries", "float_list"),
+        "horizon_batch_size": ("horizon_batch_size", "int"),
+        "horizon_b1": ("horizon_b1", "bool"),
     },
     "training": {
         "batch_sizes": ("batch_sizes", "int_list"),
@@ -205,6 +229,9 @@ SCHEMA: dict[str, dict[str, tuple[str, str]]] = {
         "sampling": ("sampling", "str"),
         "loss": ("loss", "str"),
         "divergence_factor": ("divergence_factor", "float"),
+        "divergence_horizon": ("divergence_horizon", "float"),
+        "spike_factor": ("spike_factor", "float"),
+        "accumulation": ("accumulation", "int"),
     },
     "evaluation": {
         "every": ("eval_every", "int"),
@@ -338,6 +365,28 @@ def validate(config: SweepConfig, num_train: int | None = None) -> SweepConfig:
                           f"batch size {small[0] if small else ''}")
     _check(math.isfinite(c.divergence_factor) and c.divergence_factor > 1,
            f"training.divergence_factor: {c.divergence_factor!r} must be a finite number > 1")
+    _check(math.isfinite(c.divergence_horizon) and c.divergence_horizon > 0,
+           f"training.divergence_horizon: {c.divergence_horizon!r} must be a positive number "
+           f"of examples")
+    _check(math.isfinite(c.spike_factor) and c.spike_factor > 1,
+           f"training.spike_factor: {c.spike_factor!r} must be a finite number > 1")
+    _check(isinstance(c.accumulation, (int, np.integer)) and not isinstance(c.accumulation, bool)
+           and c.accumulation >= 1,
+           f"training.accumulation: {c.accumulation!r} is not a positive integer")
+    for b in c.batch_sizes:
+        _check(b % c.accumulation == 0,
+               f"training.accumulation: {c.accumulation} microbatches do not divide batch size "
+               f"{b}")
+    if c.horizon_batch_size is not None:
+        _check(isinstance(c.horizon_batch_size, (int, np.integer))
+               and not isinstance(c.horizon_batch_size, bool) and c.horizon_batch_size > 0,
+               f"optimizer.horizon_batch_size: {c.horizon_batch_size!r} is not a positive "
+               f"integer")
+        _check(c.optimizer in ("adam", "adamw") or is_user_part(c.optimizer),
+               f"optimizer.horizon_batch_size: set, but {c.optimizer!r} has no β2 to rescale "
+               f"(adam, adamw, or your own optimizer reading hp.b2)")
+    _check(not c.horizon_b1 or c.horizon_batch_size is not None,
+           "optimizer.horizon_b1: true needs optimizer.horizon_batch_size")
     if c.eval_every is not None:
         _check(0 < c.eval_every <= c.budget,
                f"evaluation.every: {c.eval_every!r} must be in 1..budget ({c.budget})")

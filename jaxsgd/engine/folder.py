@@ -44,7 +44,8 @@ from jaxsgd.engine.results import SweepResult, combine
 from jaxsgd.engine.sharding import barrier, is_main_process
 
 PyTree = Any
-FORMAT = 3  # results-folder and pytree-file format; 2: before provenance, 1: before layers
+FORMAT = 4  # results-folder and pytree-file format; 3: before the loss monitor (divergence on
+# the single minibatch loss), 2: before provenance, 1: before layers
 CONFIG_FILE = "config.json"
 SWEEP_FILE = "sweep.json"
 _GROUP_RE = re.compile(r"group_bs(\d+)\.nc$")

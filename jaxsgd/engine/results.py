@@ -9,8 +9,9 @@ A sweep's metrics are one ``xarray.Dataset`` with dimensions
   ``step``. Coordinates ``step`` and ``examples`` along it (2-D with ``batch_size``) give the
   actual optimizer step and examples seen at each evaluation.
 
-Variables: ``{train,test}_{loss,accuracy}`` and ``batch_loss`` (mean minibatch loss since the
-previous evaluation) per evaluation, NaN from the step a run diverged; ``diverged``,
+Variables: ``{train,test}_{loss,accuracy}``, ``batch_loss`` (mean minibatch loss since the
+previous evaluation), ``batch_loss_max`` and ``batch_loss_spikes`` (its largest minibatch loss
+and its loss spikes: ``jaxsgd.engine.monitor``) per evaluation, NaN from the step a run diverged; ``diverged``,
 ``diverged_step`` (−1 if never); ``steps_to_target``/``examples_to_target`` (inf if not
 reached) when the sweep has a target; probe outputs ``{probe}_{output}`` over ``{probe}_step``;
 ``run``, the index of each run along the leading axis of the final parameters.

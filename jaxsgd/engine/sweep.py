@@ -209,7 +209,9 @@ def train_spec(config: SweepConfig, batch_size: int, num_train: int,
         optimizer=config.optimizer if optimizer is None else optimizer,
         schedule=config.schedule, decay_boundaries=tuple(config.decay_boundaries),
         sampling=config.sampling, divergence_factor=config.divergence_factor,
-        eval_slice=eval_slice,
+        divergence_horizon=config.divergence_horizon, spike_factor=config.spike_factor,
+        accumulation=config.accumulation, horizon_batch_size=config.horizon_batch_size,
+        horizon_b1=config.horizon_b1, eval_slice=eval_slice,
         stop_metric=config.target_metric if config.stop_at_target else None,
         stop_value=float(config.target_value) if config.stop_at_target else 0.0)
 

@@ -11,7 +11,8 @@ One optimizer step ``t`` (the scan body, ``train_step``):
 3. minibatch loss and gradient at θ_t (with per-example gradient norms, fused, when a probe
    asks for them and no parameter needs ``vmap(grad)`` — ``jaxsgd.measure.per_example``)
 4. probes due at t measure θ_t on the same minibatch             — ``lax.cond`` each
-5. divergence check on the minibatch loss; a diverged run is frozen from here on
+5. divergence check on a running average of minibatch losses over a fixed number of examples
+   (``jaxsgd.engine.monitor``; loss spikes counted); a diverged run is frozen from here on
 6. optimizer update θ_{t+1} = θ_t + u_t (optax), unless frozen (diverged, or stopped: with
    ``stop_metric`` a run freezes at the first evaluation that meets the target)
 
@@ -30,10 +31,11 @@ import jax.numpy as jnp
 import optax
 
 from jaxsgd.engine.evaluation import EvalData, evaluate
+from jaxsgd.engine.monitor import LossMonitor, decay, init_monitor, new_interval, observe
 from jaxsgd.engine.sampling import SamplerState, init_sampler, sample_indices
 from jaxsgd.hyperparams import HParams
 from jaxsgd.measure.per_example import fused, value_grad_and_example_norms
-from jaxsgd.optimizers import make_optimizer
+from jaxsgd.optimizers import fixed_horizon, make_optimizer
 from jaxsgd.probes.base import Probe, StepGradients, num_probe_points
 from jaxsgd.targets import metric_values, target_direction, target_reached
 
@@ -53,6 +55,11 @@ class TrainSpec:
     decay_boundaries: tuple[float, ...] = (0.5, 0.75)
     sampling: str = "epoch"
     divergence_factor: float = 10.0
+    divergence_horizon: float = 256.0  # examples averaged by the divergence rule (monitor)
+    spike_factor: float = 3.0  # a minibatch loss above this multiple of the average: a spike
+    accumulation: int = 1  # microbatches per step (memory ∝ batch_size / accumulation)
+    horizon_batch_size: int | None = None  # Adam's β2 (β1 too: horizon_b1) given at this B
+    horizon_b1: bool = False
     eval_slice: int | None = 1024  # evaluation examples per slice (memory), None: all at once
     stop_metric: str | None = None  # freeze a run at the first evaluation meeting the target
     stop_value: float = 0.0
@@ -78,9 +85,11 @@ class TrainData(NamedTuple):
 class RunState(NamedTuple):
     """Carry of one run (leading [runs] axis on every leaf when vmapped).
 
-    diverged_step is -1 until the run diverges; stopped turns true at the evaluation where the
-    run met the stopping target (``TrainSpec.stop_metric``); loss_sum/loss_count accumulate
-    minibatch losses since the last evaluation; evals maps metric name -> [num_eval_slots] float32 (NaN until
+    diverged_step is -1 until the run diverges (``jaxsgd.engine.monitor``: monitor holds the
+    running average of minibatch losses that decides it, and the current interval's peak and
+    spike count); stopped turns true at the evaluation where the run met the stopping target
+    (``TrainSpec.stop_metric``); loss_sum/loss_count accumulate minibatch losses since the last
+    evaluation; evals maps metric name -> [num_eval_slots] float32 (NaN until
     written); probe_outputs[i] maps output name -> [num_probe_points, ...].
     """
 
@@ -89,7 +98,7 @@ class RunState(NamedTuple):
     sampler: SamplerState
     data_key: jax.Array  # raw key data (jax.random.key_data): every leaf is a plain array
     probe_key: jax.Array
-    initial_loss: jax.Array
+    monitor: LossMonitor
     diverged: jax.Array
     diverged_step: jax.Array
     stopped: jax.Array
@@ -189,8 +198,12 @@ def make_trainer(
 
 
 def optimizer(group: Group, hp: HParams) -> optax.GradientTransformation:
-    """The run's optax optimizer, built from its traced hyperparameters."""
+    """The run's optax optimizer, built from its traced hyperparameters (Adam's β2, and β1
+    with ``horizon_b1``, rescaled to this batch size when ``horizon_batch_size`` is set:
+    ``jaxsgd.optimizers.fixed_horizon``)."""
     spec = group.spec
+    if spec.horizon_batch_size is not None:
+        hp = fixed_horizon(hp, spec.batch_size, spec.horizon_batch_size, b1=spec.horizon_b1)
     return make_optimizer(spec.optimizer, hp, spec.num_steps, spec.schedule,
                           spec.decay_boundaries)
 
@@ -208,25 +221,53 @@ def record_eval(group: Group, state: RunState, data: TrainData, slot) -> RunStat
     spec = group.spec
     values = evaluate(group.model_apply, group.metrics, state.params, data.eval, spec.eval_slice)
     values["batch_loss"] = state.loss_sum / state.loss_count  # NaN before the first step
+    values["batch_loss_max"] = state.monitor.peak  # NaN before the first step
+    values["batch_loss_spikes"] = state.monitor.spikes
     evals = {k: buf.at[slot].set(values[k]) for k, buf in state.evals.items()}
     stopped = state.stopped
     if spec.stop_metric is not None:
         stopped = stopped | target_reached(metric_values(values, spec.stop_metric),
                                            spec.stop_value, target_direction(spec.stop_metric))
-    return state._replace(evals=evals, stopped=stopped,
+    monitor = new_interval(state.monitor)  # the first evaluation (θ_0) gives its reference
+    monitor = monitor._replace(reference=jnp.where(slot == 0, values["train_loss"],
+                                                   monitor.reference))
+    return state._replace(evals=evals, stopped=stopped, monitor=monitor,
                           loss_sum=jnp.zeros_like(state.loss_sum),
                           loss_count=jnp.zeros_like(state.loss_count))
 
 
 def step_gradients(group: Group, params: PyTree, batch) -> StepGradients:
-    """Minibatch loss and gradient; per-example norms too when fused at almost no cost."""
-    loss_fn = group.loss_fn
-    if group.wants_norms and fused(loss_fn, params, batch, group.norm_leaves):
-        loss_value, grads, norms = value_grad_and_example_norms(loss_fn, params, batch,
-                                                                leaves=group.norm_leaves)
-        return StepGradients(loss_value, grads, norms, group.population)
-    loss_value, grads = jax.value_and_grad(loss_fn)(params, batch)
-    return StepGradients(loss_value, grads, None, group.population)
+    """Minibatch loss and gradient; per-example norms too when fused at almost no cost. With
+    ``accumulation`` = k the B examples go through as k microbatches of B/k (a ``lax.scan``:
+    activations for B/k examples at a time), whose mean loss and gradient are the batch's."""
+    loss_fn, k = group.loss_fn, group.spec.accumulation
+    leaves = group.norm_leaves
+    with_norms = group.wants_norms and fused(loss_fn, params, _first(batch, k), leaves)
+
+    def one(part):
+        if with_norms:
+            return value_grad_and_example_norms(loss_fn, params, part, leaves=leaves)
+        return (*jax.value_and_grad(loss_fn)(params, part), None)
+
+    if k == 1:
+        loss_value, grads, norms = one(batch)
+    else:
+        parts = jax.tree.map(lambda a: a.reshape(k, a.shape[0] // k, *a.shape[1:]), batch)
+
+        def add(total, part):
+            loss_value, grads, norms = one(part)
+            return jax.tree.map(jnp.add, total, (loss_value, grads)), norms
+
+        zero = jax.tree.map(jnp.zeros_like, (jnp.float32(0.0), params))
+        (loss_value, grads), norms = jax.lax.scan(add, zero, parts)
+        loss_value, grads = jax.tree.map(lambda x: x / k, (loss_value, grads))
+        norms = None if norms is None else jax.tree.map(lambda n: n.reshape(-1), norms)
+    return StepGradients(loss_value, grads, norms, group.population)
+
+
+def _first(batch, k: int):
+    """The first of ``k`` microbatches (shapes only matter: what the step differentiates)."""
+    return jax.tree.map(lambda a: a[:a.shape[0] // k], batch)
 
 
 def measure(group: Group, probe: Probe, params, opt_state, batch, key, step, pstate, gradients):
@@ -244,7 +285,7 @@ def init_run(group: Group, hp: HParams, seed, params: PyTree, data: TrainData) -
     eval_shapes = jax.eval_shape(
         lambda p: evaluate(group.model_apply, group.metrics, p, data.eval), params)
     evals = {k: jnp.full((spec.num_eval_slots,), jnp.nan, jnp.float32)
-             for k in (*eval_shapes, "batch_loss")}
+             for k in (*eval_shapes, "batch_loss", "batch_loss_max", "batch_loss_spikes")}
     opt_state = optimizer(group, hp).init(params)
     probe_states, probe_outputs = [], []
     for i, probe in enumerate(group.probes):
@@ -261,7 +302,7 @@ def init_run(group: Group, hp: HParams, seed, params: PyTree, data: TrainData) -
         params=params, opt_state=opt_state,
         sampler=init_sampler(spec.num_train, spec.sampling),
         data_key=jax.random.key_data(k_data), probe_key=jax.random.key_data(k_probe),
-        initial_loss=jnp.float32(jnp.nan), diverged=jnp.bool_(False),
+        monitor=init_monitor(), diverged=jnp.bool_(False),
         diverged_step=jnp.int32(-1), stopped=jnp.bool_(False), loss_sum=jnp.float32(0.0),
         loss_count=jnp.float32(0.0),
         evals=evals, probe_states=tuple(probe_states), probe_outputs=tuple(probe_outputs))
@@ -297,9 +338,11 @@ def train_step(group: Group, hp: HParams, data: TrainData, state: RunState, step
     loss_value, grads = gradients.loss, gradients.grads
     if group.probes:
         state = run_probes(group, state, batch, step, gradients)
-    initial = jnp.where(step == 0, loss_value, state.initial_loss)
-    bad = ~jnp.isfinite(loss_value) | (loss_value > spec.divergence_factor * initial)
-    bad = bad & ~state.stopped
+    monitor, bad = observe(state.monitor, loss_value,
+                           d=decay(spec.batch_size, spec.divergence_horizon),
+                           factor=spec.divergence_factor, spike_factor=spec.spike_factor)
+    was_frozen = state.diverged | state.stopped
+    bad = bad & ~was_frozen
     diverged = state.diverged | bad
     frozen = diverged | state.stopped
     updates, opt_state = optimizer(group, hp).update(grads, state.opt_state, state.params)
@@ -309,7 +352,8 @@ def train_step(group: Group, hp: HParams, data: TrainData, state: RunState, step
     return state._replace(
         params=jax.tree.map(keep, params, state.params),
         opt_state=jax.tree.map(keep, opt_state, state.opt_state),
-        initial_loss=initial,
+        monitor=jax.tree.map(lambda new, old: jnp.where(was_frozen, old, new), monitor,
+                             state.monitor),
         diverged=diverged,
         diverged_step=jnp.where(bad & ~state.diverged, step, state.diverged_step),
         loss_sum=state.loss_sum + jnp.where(diverged, 0.0, loss_value),
