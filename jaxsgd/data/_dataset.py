@@ -30,6 +30,7 @@ class Dataset(NamedTuple):
   y_test: np.ndarray  # [M] int32 or [M, num_outputs] float32
   num_classes: int  # 0 means regression
   name: str
+  outliers: dict | None = None  # injected outliers' positions (``transforms.inject_outliers``)
 
   @property
   def input_shape(self) -> tuple[int, ...]:
@@ -179,7 +180,7 @@ def check_dataset(ds: Dataset) -> Dataset:
     raise DataError(
         f"y_train has {y_train.shape[1]} regression outputs but y_test has {y_test.shape[1]}"
     )
-  return Dataset(x_train, y_train, x_test, y_test, num_classes, ds.name)
+  return Dataset(x_train, y_train, x_test, y_test, num_classes, ds.name, ds.outliers)
 
 
 def from_arrays(

@@ -24,7 +24,9 @@ LOADERS: dict[str, Callable[..., Dataset]] = {
 DATASETS: tuple[str, ...] = tuple(LOADERS)
 
 
-def load_dataset(name: str, standardize: str = "none", **options: Any) -> Dataset:
+def load_dataset(name: str, standardize: str = "none", mislabel: float = 0.0,
+                 extreme_inputs: int = 0, extreme_scale: float = 10.0, outlier_seed: int = 0,
+                 **options: Any) -> Dataset:
   """Loads the data set registered as `name` (one of `DATASETS`).
 
   Args:
@@ -32,6 +34,8 @@ def load_dataset(name: str, standardize: str = "none", **options: Any) -> Datase
       `path=` to the IDX files) or "cifar10" (needs `path=` to the binary batches).
     standardize: "none" (as loaded), "global" or "per_feature": inputs standardised with
       training-set statistics (`jaxsgd.data.transforms`), for any data set.
+    mislabel, extreme_inputs, extreme_scale, outlier_seed: outliers injected into the training
+      set after standardising (`jaxsgd.data.transforms.inject_outliers`), for any data set.
     **options: keyword arguments of that data set's loader, e.g. `num_samples=1000` for "mnist1d".
 
   Raises:
@@ -57,4 +61,6 @@ def load_dataset(name: str, standardize: str = "none", **options: Any) -> Datase
     raise DataError(f"dataset {name!r} needs option {', '.join(f'{p}=' for p in missing)}")
   if standardize not in STANDARDIZATIONS:  # before loading anything
     raise DataError(f"standardize: {standardize!r} is not one of {', '.join(STANDARDIZATIONS)}")
-  return transforms.standardize(loader(**options), standardize)
+  transforms.check_outlier_options(mislabel, extreme_inputs, extreme_scale, outlier_seed)
+  dataset = transforms.standardize(loader(**options), standardize)
+  return transforms.inject_outliers(dataset, mislabel, extreme_inputs, extreme_scale, outlier_seed)

@@ -63,10 +63,14 @@ def _summary(tree: PyTree, first: int = 4) -> list[float]:
 
 
 def describe_data(data) -> dict:
-    """Name, sizes, shapes and a SHA-256 of a ``Dataset``'s four arrays."""
-    return {"name": data.name, "num_train": data.num_train, "num_test": data.num_test,
-            "input_shape": list(data.input_shape), "num_classes": data.num_classes,
-            "digest": array_digest(data.x_train, data.y_train, data.x_test, data.y_test)}
+    """Name, sizes, shapes and a SHA-256 of a ``Dataset``'s four arrays, and the positions of
+    injected outliers (``jaxsgd.data.transforms.inject_outliers``) when there are any."""
+    described = {"name": data.name, "num_train": data.num_train, "num_test": data.num_test,
+                 "input_shape": list(data.input_shape), "num_classes": data.num_classes,
+                 "digest": array_digest(data.x_train, data.y_train, data.x_test, data.y_test)}
+    if getattr(data, "outliers", None):  # where injected outliers are (transforms)
+        described["outliers"] = data.outliers
+    return described
 
 
 def _synthetic(shape: tuple[int, ...], phase: float, dtype=np.float32) -> np.ndarray:
