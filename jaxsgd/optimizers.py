@@ -110,6 +110,28 @@ def _family(optimizer: str, learning_rate, momentum, one_minus_b2, eps,
     return optax.chain(optax.add_decayed_weights(weight_decay), base)
 
 
+def fixed_horizon(hparams: HParams, batch_size: int, reference: int,
+                  b1: bool = False) -> HParams:
+    """Adam's β2 (and with ``b1`` β1, the ``momentum`` field) given at batch size ``reference``,
+    rescaled to ``batch_size`` so that its averaging half-life stays fixed in *examples*
+    (Marek et al. 2025):
+
+        β(B) = β_ref^(B / B_ref),   half-life  h = B · ln 2 / (−ln β(B)) = B_ref · ln 2 / (−ln β_ref)
+
+    e.g. β2 = 0.999 at B_ref = 64 (h = 44 339 examples) becomes 0.999875 at B = 8 and 0.98412
+    at B = 1024 (β1 = 0.9: 0.98692 and 0.18530). 1 − β2 is computed as −expm1(r · log1p(−(1 − β2_ref))), exact in float32.
+    """
+    r = batch_size / reference
+    out = hparams._replace(one_minus_b2=-jnp.expm1(r * jnp.log1p(-hparams.one_minus_b2)))
+    return out._replace(momentum=hparams.momentum ** r) if b1 else out
+
+
+def half_life(one_minus_beta, batch_size: int):
+    """The examples over which an EMA with decay β = 1 − ``one_minus_beta`` per step of
+    ``batch_size`` examples halves a past value's weight: B · ln 2 / (−ln β)."""
+    return batch_size * jnp.log(2.0) / -jnp.log1p(-jnp.asarray(one_minus_beta))
+
+
 def make_optimizer(
     optimizer: Union[str, OptimizerFactory],
     hparams: HParams,
