@@ -16,7 +16,7 @@ simulation with optax (K = 100, 2000 runs) checks the exact dynamics of every va
 
 Writes ``figures/nqm_steps_to_target``, ``figures/nqm_learning_rate`` and
 ``figures/nqm_monte_carlo`` (PDF + PNG) and ``figures/nqm.json``; ``--quick`` writes
-``figures/nqm_quick_*`` instead.
+``figures/nqm_quick_*`` instead, and ``--figure PREFIX`` writes ``PREFIX_*`` and ``PREFIX.json``.
 
     python experiments/nqm.py            # the paper's settings (7.5 minutes on 2 shared cores)
     python experiments/nqm.py --quick    # seconds: K = 100, every other batch size
@@ -143,10 +143,15 @@ def plot_monte_carlo(exact, mc, path):
 def main(argv=None) -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--quick", action="store_true", help="K = 100, seconds (for tests)")
+    parser.add_argument("--figure", default=None,
+                        help="path prefix of the figures and the .json (default figures/nqm, "
+                             "figures/nqm_quick under --quick)")
     args = parser.parse_args(argv)
     jaxsgd.use_cpu_devices()  # before JAX starts: 4 CPU devices per core, compilation cache
     preset = PRESETS["quick" if args.quick else "full"]
-    name = "nqm_quick" if args.quick else "nqm"
+    prefix = Path(args.figure) if args.figure else (
+        ROOT / "figures" / ("nqm_quick" if args.quick else "nqm"))
+    prefix.parent.mkdir(parents=True, exist_ok=True)
 
     start = time.perf_counter()
     exact, mc = monte_carlo_check(num_runs=500 if args.quick else 2000)
@@ -154,7 +159,7 @@ def main(argv=None) -> None:
     print(f"Monte Carlo check (K = 100, B = 2, steps {CHECK_STEPS.min()}–{CHECK_STEPS.max()}): "
           "max |exact − mean| / s.e. = " + ", ".join(
               f"{label} {np.abs(row).max():.2f}" for label, row in zip(CHECK, z)))
-    plot_monte_carlo(exact, mc, ROOT / "figures" / f"{name}_monte_carlo")
+    plot_monte_carlo(exact, mc, prefix.with_name(f"{prefix.name}_monte_carlo"))
 
     nqm = make_nqm(preset["dim"])
     batch_sizes = 2.0 ** np.array(preset["log2_batch"])
@@ -184,8 +189,8 @@ def main(argv=None) -> None:
     print(f"wall time {total:.0f} s")
 
     plot_steps(results, preset["dim"], preset["target"],
-               ROOT / "figures" / f"{name}_steps_to_target")
-    plot_learning_rate(results, ROOT / "figures" / f"{name}_learning_rate")
+               prefix.with_name(f"{prefix.name}_steps_to_target"))
+    plot_learning_rate(results, prefix.with_name(f"{prefix.name}_learning_rate"))
     record = {
         "dim": preset["dim"], "target": preset["target"], "wall_seconds": total,
         "seconds": seconds, "batch_size": batch_sizes.tolist(),
@@ -195,7 +200,7 @@ def main(argv=None) -> None:
         "learning_rate": {k: r.learning_rate.tolist() for k, r in results.items()},
         "ema_decay": ema.averaging.tolist(),
     }
-    (ROOT / "figures" / f"{name}.json").write_text(json.dumps(record, indent=1) + "\n")
+    prefix.with_suffix(".json").write_text(json.dumps(record, indent=1) + "\n")
 
 
 if __name__ == "__main__":

@@ -96,3 +96,14 @@ def test_edge_of_stability_quick_reports_the_probes_values(tmp_path):
         assert run["lambda_max"] == pytest.approx(list(values))
         assert np.all(values > 0)  # the top eigenvalue of a squared-error loss
         assert run["max_over_2_lr"] == pytest.approx(values.max() * run["learning_rate"] / 2)
+
+
+def test_make_figures_runs_each_experiment_and_lists_its_time(tmp_path, capsys):
+    make_figures = _load("make_figures")
+    seconds = make_figures.main(["--quick", "--only", "nqm", "--into", str(tmp_path)])
+    assert list(seconds) == ["nqm"] and seconds["nqm"] > 0
+    for part in ("monte_carlo", "learning_rate", "steps_to_target"):
+        assert (tmp_path / f"nqm_{part}.png").exists(), part
+    assert json.loads((tmp_path / "nqm.json").read_text())
+    assert "nqm" in capsys.readouterr().out.split("wall time per experiment")[1]
+    assert make_figures.command("keskar", False, None)[-1].endswith("keskar.py")  # full preset
