@@ -28,13 +28,12 @@ import math
 from pathlib import Path
 
 import numpy as np
-from matplotlib.figure import Figure
 
 import jaxsgd
 from jaxsgd.analysis.critical import critical_batch_size
 from jaxsgd.targets import sweep_steps_to_target
 from jaxsgd.experiment_cli import experiment_args, write_report
-from jaxsgd.style import COLUMN_WIDTH, plain_log_labels, save_figure, tick_at, use_style
+from jaxsgd.style import COLUMN_WIDTH, figure, plain_log_labels, save_figure, tick_at, use_style
 
 ROOT = Path(__file__).resolve().parent.parent
 
@@ -103,7 +102,7 @@ def analyse(result, targets) -> list[dict]:
 def plot(rows: list[dict], path: Path) -> None:
     ok = [r for r in rows if "error" not in r]
     with use_style():
-        fig = Figure(figsize=(COLUMN_WIDTH, 5.2), layout="constrained")
+        fig = figure(figsize=(COLUMN_WIDTH, 5.2), layout="constrained")
         ax_s, ax_b = fig.subplots(2, 1)
         for k, r in enumerate(ok):
             b, s = np.array(r["batch_sizes"], float), np.array(r["steps"])

@@ -23,12 +23,11 @@ from __future__ import annotations
 from pathlib import Path
 
 import numpy as np
-from matplotlib.figure import Figure
 
 import jaxsgd
 from jaxsgd.probes.curvature import lambda_max_probe
 from jaxsgd.experiment_cli import experiment_args, write_report
-from jaxsgd.style import COLUMN_WIDTH, plain_log_labels, save_figure, use_style
+from jaxsgd.style import COLUMN_WIDTH, figure, save_figure, tick_at, use_style
 
 ROOT = Path(__file__).resolve().parent.parent
 
@@ -83,7 +82,7 @@ def plot(report: dict, path: Path) -> None:
     lrs = sorted({r["learning_rate"] for r in report["runs"]})
     sizes = sorted({r["batch_size"] for r in report["runs"]})
     with use_style():
-        fig = Figure(figsize=(COLUMN_WIDTH * 2, 2.6), layout="constrained")
+        fig = figure(figsize=(COLUMN_WIDTH * 2, 3.0), layout="constrained")
         ax_gd, ax_sgd = fig.subplots(1, 2, sharey=True)
         for k, lr in enumerate(lrs):
             run = next(r for r in report["runs"]
@@ -92,8 +91,9 @@ def plot(report: dict, path: Path) -> None:
             ax_gd.axhline(2 / lr, color=f"C{k}", linestyle="--", linewidth=0.8)
         ax_gd.set(xlabel="step", ylabel="λ_max of the training loss", yscale="log",
                   title="full-batch GD (dashed: 2/ε)")
-        plain_log_labels(ax_gd.yaxis)
-        ax_gd.legend()
+        tick_at(ax_gd.yaxis, sorted(2 / lr for lr in lrs))  # the 2/ε lines, labelled
+        # Legends below the panels: inside, they covered the 2/ε = 40 line.
+        ax_gd.legend(loc="upper center", bbox_to_anchor=(0.5, -0.28), ncol=3)
         lr = lrs[len(lrs) // 2]
         for k, b in enumerate(sizes):
             run = next(r for r in report["runs"]
@@ -102,7 +102,7 @@ def plot(report: dict, path: Path) -> None:
             ax_sgd.plot(steps, run["lambda_max"], color=f"C{k + 3}", label=label)
         ax_sgd.axhline(2 / lr, color="k", linestyle="--", linewidth=0.8, label="2/ε")
         ax_sgd.set(xlabel="step", title=f"SGD against GD at ε = {lr:g}")
-        ax_sgd.legend()
+        ax_sgd.legend(loc="upper center", bbox_to_anchor=(0.5, -0.28), ncol=2)
     save_figure(fig, path)
 
 

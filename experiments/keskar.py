@@ -24,14 +24,13 @@ from pathlib import Path
 import jax
 import jax.numpy as jnp
 import numpy as np
-from matplotlib.figure import Figure
 
 import jaxsgd
 from jaxsgd.engine.sweep import rebuild
 from jaxsgd.experiment_cli import experiment_args, write_report
 from jaxsgd.measure.landscape import interpolate, plot_interpolation
 from jaxsgd.analysis.minima import MinimaOptions, minima_summary
-from jaxsgd.style import COLUMN_WIDTH, save_figure, use_style
+from jaxsgd.style import COLUMN_WIDTH, figure, save_figure, use_style
 
 ROOT = Path(__file__).resolve().parent.parent
 MEASURES = ("epsilon_sharpness", "lambda_max", "hessian_trace", "adaptive_sharpness",
@@ -100,7 +99,7 @@ def plot(report: dict, path: Path) -> None:
     small, large = report["small_batch"], report["large_batch"]
     alphas = np.array(report["alphas"])
     with use_style():
-        fig = Figure(figsize=(COLUMN_WIDTH * 2, 2.6), layout="constrained")
+        fig = figure(figsize=(COLUMN_WIDTH * 2, 2.6), layout="constrained")
         ax_line, ax_bar = fig.subplots(1, 2, width_ratios=(1.4, 1))
         plot_interpolation(alphas, {split: {k: np.array(v) for k, v in c.items()}
                                     for split, c in report["interpolation"].items()},

@@ -38,12 +38,11 @@ from pathlib import Path
 import jax
 import numpy as np
 from matplotlib import ticker
-from matplotlib.figure import Figure
 
 import jaxsgd
 from jaxsgd.theory.nqm import (make_nqm, nqm_critical_batch_size, nqm_expected_loss, nqm_monte_carlo,
                         nqm_steps_to_target)
-from jaxsgd.style import COLUMN_WIDTH, plain_log_labels, save_figure, use_style
+from jaxsgd.style import COLUMN_WIDTH, figure, plain_log_labels, save_figure, use_style
 
 ROOT = Path(__file__).resolve().parent.parent
 
@@ -90,7 +89,7 @@ def powers_of_two_ticks(axis, batch_sizes) -> None:
 
 def plot_steps(results, dim, target, path):
     with use_style():
-        fig = Figure(figsize=(COLUMN_WIDTH, 2.6), layout="constrained")
+        fig = figure(figsize=(COLUMN_WIDTH, 3.1), layout="constrained")
         ax = fig.subplots()
         for i, (label, r) in enumerate(results.items()):
             ax.plot(r.batch_size, r.steps, "o-", ms=2.5, color=f"C{i}", label=label)
@@ -107,13 +106,14 @@ def plot_steps(results, dim, target, path):
         powers_of_two_ticks(ax.xaxis, sgd.batch_size)
         ax.set_title(f"NQM, K = {dim:,}: first step with loss ≤ {target:g}; "
                      "★ critical batch size", fontsize=7)
-        ax.legend(loc="lower left")
+        # Below the axes: in the lower left it covered the preconditioned curves.
+        ax.legend(loc="upper center", bbox_to_anchor=(0.5, -0.25), ncols=3)
     save_figure(fig, path)
 
 
 def plot_learning_rate(results, path):
     with use_style():
-        fig = Figure(figsize=(COLUMN_WIDTH, 2.4), layout="constrained")
+        fig = figure(figsize=(COLUMN_WIDTH, 2.4), layout="constrained")
         ax = fig.subplots()
         for i, (label, r) in enumerate(results.items()):
             effective = r.learning_rate / (1 - r.momentum)
@@ -127,7 +127,7 @@ def plot_learning_rate(results, path):
 
 def plot_monte_carlo(exact, mc, path):
     with use_style():
-        fig = Figure(figsize=(COLUMN_WIDTH, 2.4), layout="constrained")
+        fig = figure(figsize=(COLUMN_WIDTH, 2.4), layout="constrained")
         ax = fig.subplots()
         for i, label in enumerate(CHECK):
             ax.plot(CHECK_STEPS, exact[i], "-", color=f"C{i}", label=label)

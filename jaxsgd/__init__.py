@@ -64,7 +64,7 @@ for _module, _names in {
     "jaxsgd.analysis.intervals": "Interval NoiseScaleInterval noise_scale_interval "
                                  "ratio_interval seed_interval",
     "jaxsgd.analysis.minima": "MinimaOptions measure_minimum minima_summary",
-    "jaxsgd.analysis.plotting": "plot_sweep",
+    "jaxsgd.analysis.plotting": "plot_sweep plot_loss_curves",
     "jaxsgd.theory.nqm": "NQM NQMMonteCarlo NQMSteps make_nqm nqm_critical_batch_size "
                          "nqm_expected_loss nqm_first_crossing nqm_monte_carlo "
                          "nqm_steps_to_target",

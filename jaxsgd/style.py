@@ -2,16 +2,21 @@
 
   STYLE            matplotlib rcParams of every jaxsgd figure
   use_style()      context manager applying STYLE
+  figure()         a new figure that also shows itself in a notebook
   save_figure()    write a figure as PDF and PNG
   tick_at(), plain_log_labels()   plain tick labels (0.03, 256) on log axes
 
 Figures are built on ``matplotlib.figure.Figure`` directly, never through pyplot: no GUI
-backend, no global figure registry to close, safe in scripts, tests and notebooks alike.
+backend, no global figure registry to close, safe in scripts, tests and notebooks alike. A bare
+``Figure`` shows only its text repr in Jupyter unless pyplot set up the inline backend, so
+``figure()`` makes a ``Figure`` that renders itself as PNG (``_repr_png_``): the last line of a
+notebook cell, ``plot_sweep(result)``, displays it.
 """
 
 from __future__ import annotations
 
 import contextlib
+import io
 import os
 from pathlib import Path
 from typing import Iterator
@@ -44,6 +49,22 @@ STYLE: dict[str, object] = {
     "pdf.fonttype": 42,  # embed TrueType: text stays editable in the PDF
     "ps.fonttype": 42,
 }
+
+
+class NotebookFigure(Figure):
+    """A ``Figure`` that IPython displays as a PNG in the jaxsgd style."""
+
+    def _repr_png_(self) -> bytes:
+        buffer = io.BytesIO()
+        with use_style():
+            self.savefig(buffer, format="png", dpi=120)
+        return buffer.getvalue()
+
+
+def figure(**options) -> NotebookFigure:
+    """A new figure (``Figure(**options)``) in the jaxsgd style that also displays in a
+    notebook; call inside ``use_style()`` so its axes take the style."""
+    return NotebookFigure(**options)
 
 
 @contextlib.contextmanager

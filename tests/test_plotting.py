@@ -89,7 +89,8 @@ def test_plot_sweep_writes_pdf_and_png(tmp_path, kind):
     ax_lr, ax_b = fig.axes
     assert ax_lr.get_xscale() == "log" and ax_lr.get_xlabel() == "learning rate"
     assert ax_b.get_xlabel() == "batch size (examples)"
-    assert len(ax_lr.get_lines()) == len(BATCH_SIZES)  # one line per batch size
+    curves = [line for line in ax_lr.get_lines() if line.get_marker() != "x"]
+    assert len(curves) == len(BATCH_SIZES)  # one line per batch size (and × marks)
     if kind in ("classification-target", "regression", "never-reached", "momentum"):
         assert ax_b.get_yscale() == "log" and ax_b.get_xscale() == "log"
         assert ax_b.get_ylabel() == "steps to target\n(optimizer steps)"
@@ -132,3 +133,56 @@ def test_use_style_is_scoped():
         assert mpl.rcParams["font.size"] <= 9
     assert mpl.rcParams["axes.spines.top"] == before
     assert set(STYLE) <= set(mpl.rcParams)
+
+
+def test_loss_curves_draw_a_line_and_a_seed_band_per_batch_size_and_show_in_a_notebook():
+    from matplotlib.collections import PolyCollection
+
+    from jaxsgd.analysis.plotting import plot_loss_curves
+
+    result = _result()
+    fig = plot_loss_curves(result, "test_loss")
+    (ax,) = fig.axes
+    assert [line.get_label() for line in ax.lines] == [f"B = {b}" for b in BATCH_SIZES]
+    bands = [c for c in ax.collections if isinstance(c, PolyCollection)]
+    assert len(bands) == len(BATCH_SIZES)
+    assert ax.get_xscale() == "log" and ax.get_xlabel() == "examples seen"
+    assert ax.get_ylabel() == "test loss"
+    assert [t.get_text() for t in ax.get_legend().get_texts()] == [f"B = {b}" for b in BATCH_SIZES]
+    x = ax.lines[0].get_xdata()
+    assert x.min() > 0  # the step-0 evaluation is left out of the log axis
+    # At a chosen learning rate, against steps; B = 16 at rate 1.0 diverged: all NaN.
+    fig = plot_loss_curves(result, "test_accuracy", x="step", select={"learning_rate": 1.0})
+    assert fig.axes[0].get_xlabel() == "optimizer steps"
+    assert np.all(np.isnan(fig.axes[0].lines[0].get_ydata()))
+    assert fig._repr_png_()[:8] == b"\x89PNG\r\n\x1a\n"  # what a notebook displays
+    with pytest.raises(ValueError, match="metric: 'loss' is not a result variable"):
+        plot_loss_curves(result, "loss")
+    with pytest.raises(ValueError, match="x: 'time'"):
+        plot_loss_curves(result, x="time")
+
+
+def test_critical_batch_figure_labels_batch_sizes_plainly_and_keeps_its_legends_clear():
+    from jaxsgd.analysis.critical import critical_batch_size, plot_critical_batch_size
+
+    b = np.array([16, 32, 64, 128, 256, 512])
+    steps = 40 * (1 + 300 / b)
+    table = xr.DataArray(
+        np.stack([steps * f for f in (1.0, 1.3, 2.0)], axis=1)[..., None],
+        dims=("batch_size", "learning_rate", "seed"),
+        coords={"batch_size": b, "learning_rate": [0.1, 0.03, 0.01], "seed": [0]})
+    fig = plot_critical_batch_size(critical_batch_size(table, interval="none"))
+    ax_s, ax_lr = fig.axes
+    fig.canvas.draw()
+    assert [t.get_text() for t in ax_lr.get_xticklabels()] == [str(v) for v in b]
+    assert ax_lr.get_legend().get_bbox_to_anchor().y0 < ax_lr.get_window_extent().y0  # below
+    assert ax_s.lines[1].get_label().startswith("$S_{min}")
+
+
+def test_summary_marks_learning_rates_where_a_seed_diverged():
+    fig = plot_sweep(_result())
+    ax = fig.axes[0]
+    marks = [line for line in ax.lines if line.get_marker() == "x"]
+    assert len(marks) == 1 and marks[0].get_label() == "diverged (a seed)"
+    assert list(marks[0].get_xdata()) == [1.0]  # batch size 16, learning rate 1.0
+    assert "diverged (a seed)" in [t.get_text() for t in ax.get_legend().get_texts()]

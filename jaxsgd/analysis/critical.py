@@ -87,7 +87,7 @@ from scipy.stats import t as student_t
 from jaxsgd._util import check_int
 from jaxsgd.analysis.best import check_seed_rule, choose, final_metric, final_metric_name
 from jaxsgd.engine.results import SweepResult
-from jaxsgd.style import COLUMN_WIDTH, save_figure, use_style
+from jaxsgd.style import COLUMN_WIDTH, figure, plain_log_labels, save_figure, tick_at, use_style
 from jaxsgd.targets import sweep_steps_to_target
 
 MIN_POINTS = 3  # feasible batch sizes a two-parameter fit needs (one spare degree of freedom)
@@ -479,7 +479,7 @@ def plot_critical_batch_size(cbs: CriticalBatchSize,
     ok = t["feasible"].values
     curve = np.geomspace(b.min(), b.max(), 100)
     with use_style():
-        fig = Figure(figsize=(COLUMN_WIDTH, 4.4), layout="constrained")
+        fig = figure(figsize=(COLUMN_WIDTH, 4.4), layout="constrained")
         ax_s, ax_lr = fig.subplots(2, 1, sharex=True)
         ax_s.plot(b[ok], t["steps"].values[ok], "o", color="k", label="best per batch size")
         ax_s.plot(curve, cbs.s_min * (1 + cbs.b_crit / curve), "-", color="C0",
@@ -492,7 +492,8 @@ def plot_critical_batch_size(cbs: CriticalBatchSize,
                                f"B = {cbs.b_crit_measured:.3g}")
         ax_s.set(xscale="log", yscale="log", ylabel="steps to target\n(optimizer steps)",
                  ylim=(0.5 * min(cbs.s_min, t["steps"].values[ok].min()), None))
-        ax_s.legend()
+        plain_log_labels(ax_s.yaxis)
+        ax_s.legend(loc="lower left")
         ax_lr.plot(b[ok], t["learning_rate"].values[ok], "o", mfc="none", color="k", label="grid")
         ax_lr.plot(b[ok], t["learning_rate_opt"].values[ok], "o", color="k", label="refined")
         if math.isfinite(cbs.b_noise):
@@ -501,7 +502,10 @@ def plot_critical_batch_size(cbs: CriticalBatchSize,
                              f"{cbs.b_noise:.3g}")
         ax_lr.set(xscale="log", yscale="log", xlabel="batch size (examples)",
                   ylabel="best learning rate")
-        ax_lr.legend()
+        tick_at(ax_lr.xaxis, [int(v) for v in b])  # the batch sizes, plainly (shared x)
+        plain_log_labels(ax_lr.yaxis)
+        # Below the axes: inside, the legend covered the rising B_noise curve.
+        ax_lr.legend(loc="upper center", bbox_to_anchor=(0.5, -0.3), ncol=2)
     if path is not None:
         save_figure(fig, path)
     return fig

@@ -1,8 +1,11 @@
 """Figures of a sweep, in the shared style (``jaxsgd.style``).
 
-  plot_sweep()     the two-panel summary figure of a sweep
+  plot_sweep()        the two-panel summary figure of a sweep
+  plot_loss_curves()  a metric against examples seen or optimizer steps, one line per batch
+                      size, seed spread as a band
 
-Figures are built on ``matplotlib.figure.Figure`` directly, never through pyplot.
+Figures are built on ``matplotlib.figure.Figure`` directly, never through pyplot; each
+function returns its figure, which displays itself in a notebook (``jaxsgd.style.figure``).
 """
 
 from __future__ import annotations
@@ -18,7 +21,7 @@ from jaxsgd.targets import target_direction
 from jaxsgd.engine.results import SweepResult
 from jaxsgd.analysis.best import final_metric_name, search_dims
 from jaxsgd.analysis.summary import best_hyperparameters, best_runs
-from jaxsgd.style import COLUMN_WIDTH, plain_log_labels, save_figure, tick_at, use_style
+from jaxsgd.style import COLUMN_WIDTH, figure, plain_log_labels, save_figure, tick_at, use_style
 
 
 def _seed_band(values: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
@@ -57,6 +60,7 @@ def _plot_learning_rate_panel(ax: Axes, result: SweepResult) -> None:
     final = metrics[name].isel({config.eval_dim: -1}, drop=True)
     learning_rates = metrics["learning_rate"].values
     colors = mpl.colormaps["viridis"](np.linspace(0.0, 0.85, metrics.sizes["batch_size"]))
+    marked = False
     for color, b in zip(colors, metrics["batch_size"].values):
         curve = final.sel(batch_size=b)
         at = {d: float(best[d].sel(batch_size=b)) for d in others}
@@ -66,6 +70,13 @@ def _plot_learning_rate_panel(ax: Axes, result: SweepResult) -> None:
         mean, low, high = _seed_band(curve)
         ax.plot(learning_rates, mean, "o-", color=color, label=f"B = {int(b)}")
         ax.fill_between(learning_rates, low, high, color=color, alpha=0.25, linewidth=0)
+        # A learning rate where any seed diverged has no mean: marked at the axis' foot.
+        lost = np.isnan(curve).any(axis=1)
+        if lost.any():
+            ax.plot(learning_rates[lost], np.zeros(int(lost.sum())), "x", color=color,
+                    transform=ax.get_xaxis_transform(), clip_on=False, markersize=5,
+                    label=None if marked else "diverged (a seed)")
+            marked = True
     ax.set_xscale("log")
     tick_at(ax.xaxis, learning_rates)
     if name == "test_loss":
@@ -128,7 +139,7 @@ def plot_sweep(result: SweepResult, path: str | os.PathLike | None = None) -> Fi
 
     (a) Final test accuracy (test loss for regression, log axis if it spans decades) vs learning
         rate, one line per batch size: mean over seeds with a min–max band; a learning rate
-        where any seed diverged is missing.
+        where any seed diverged is missing from its line and marked × at the panel's foot.
     (b) With a target: steps to target vs batch size (log–log) at each batch size's best grid
         point (``jaxsgd.analysis.summary``), with the perfect-scaling line S ∝ 1/B through the smallest
         batch size that reached the target. Without one: the final test metric vs batch size
@@ -137,13 +148,65 @@ def plot_sweep(result: SweepResult, path: str | os.PathLike | None = None) -> Fi
     Returns the ``Figure`` (not registered with pyplot; display it in a notebook as ``fig``).
     """
     with use_style():
-        fig = Figure(figsize=(COLUMN_WIDTH, 4.6), layout="constrained")
+        fig = figure(figsize=(COLUMN_WIDTH, 4.6), layout="constrained")
         ax_lr, ax_b = fig.subplots(2, 1)
         _plot_learning_rate_panel(ax_lr, result)
         _plot_batch_size_panel(ax_b, result)
         for ax, label in ((ax_lr, "(a)"), (ax_b, "(b)")):
             ax.text(-0.16, 1.02, label, transform=ax.transAxes, fontweight="bold",
                     va="bottom", ha="left")
+    if path is not None:
+        save_figure(fig, path)
+    return fig
+
+
+def plot_loss_curves(result: SweepResult, metric: str = "train_loss", x: str = "examples", *,
+                     select: dict | None = None, path: str | os.PathLike | None = None,
+                     ax: Axes | None = None) -> Figure:
+    """``metric`` at every evaluation against ``x`` ("examples" seen or optimizer "step"),
+    log–log, one line per batch size: the mean over seeds with a min–max band.
+
+    Each batch size is drawn at ``select`` (grid coordinates, e.g. ``{"learning_rate": 0.1}``;
+    every swept dimension other than the seed must be given, or is held at) its best grid
+    point (``jaxsgd.analysis.summary.best_runs``). Evaluations at or after a run's divergence
+    are NaN and drop out of the band. The step 0 evaluation is left out on a log x axis.
+    Returns the figure (drawn into ``ax`` when given); written as PDF + PNG with ``path``.
+    """
+    if x not in ("examples", "step"):
+        raise ValueError(f"x: {x!r} is not 'examples' or 'step'")
+    if metric not in result.metrics:
+        raise ValueError(f"metric: {metric!r} is not a result variable; variables: "
+                         f"{', '.join(sorted(result.metrics.data_vars))}")
+    dim = result.config.eval_dim
+    runs = result.metrics.sel(select) if select else best_runs(result)
+    extra = [d for d in runs[metric].dims if d not in ("batch_size", "seed", dim)]
+    if extra:
+        raise ValueError(f"select: also give {', '.join(extra)} (swept: one value each is "
+                         f"drawn)")
+    with use_style():
+        if ax is None:
+            fig = figure(layout="constrained")
+            ax = fig.subplots()
+        else:
+            fig = ax.figure
+        batch_sizes = runs["batch_size"].values
+        colors = mpl.colormaps["viridis"](np.linspace(0.0, 0.85, len(batch_sizes)))
+        drawn = []
+        for color, b in zip(colors, batch_sizes):
+            run = runs.sel(batch_size=b)
+            values = run[metric].transpose(dim, "seed").values
+            xs = np.asarray(run[x].values if x in run.coords else run[dim].values, np.float64)
+            keep = xs > 0
+            mean, low, high = _seed_band(values[keep])
+            ax.fill_between(xs[keep], low, high, color=color, alpha=0.2, linewidth=0)
+            ax.plot(xs[keep], mean, color=color, label=f"B = {int(b)}")
+            drawn.append(values[keep])
+        ax.set_xscale("log")
+        plain_log_labels(ax.xaxis)
+        _loss_scale(ax, np.concatenate([v.ravel() for v in drawn]) if drawn else np.ones(1))
+        ax.set_xlabel("examples seen" if x == "examples" else "optimizer steps")
+        ax.set_ylabel(metric.replace("_", " "))
+        ax.legend()
     if path is not None:
         save_figure(fig, path)
     return fig

@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import time
 
-from tqdm.auto import tqdm
+from tqdm import tqdm  # the text bar: tqdm.auto warns in notebooks without ipywidgets
 
 
 class SweepProgress:

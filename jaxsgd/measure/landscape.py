@@ -60,7 +60,7 @@ from matplotlib.axes import Axes
 from matplotlib.figure import Figure
 
 from jaxsgd._util import check_int
-from jaxsgd.style import COLUMN_WIDTH, plain_log_labels, save_figure, use_style
+from jaxsgd.style import COLUMN_WIDTH, figure, plain_log_labels, save_figure, use_style
 
 PyTree = Any
 MetricFn = Callable[[PyTree, PyTree], PyTree]  # fn(params, batch) -> scalar or pytree of scalars
@@ -286,7 +286,7 @@ def _named_curves(curves, labels: Sequence[str] | None) -> list[tuple[str, np.nd
 def _figure(ax: Axes | None, height: float = 2.4) -> tuple[Figure, Axes]:
     if ax is not None:
         return ax.get_figure(), ax
-    fig = Figure(figsize=(COLUMN_WIDTH, height), layout="constrained")
+    fig = figure(figsize=(COLUMN_WIDTH, height), layout="constrained")
     return fig, fig.subplots()
 
 
