@@ -72,7 +72,13 @@ def example_axes(closed_a, closed_b, batched: list[bool], size: int) -> tuple[di
     of a value y is ``factor``·∂L/∂y_i. Raises ``NotSeparable``."""
     notes: dict = {}
     ins = [Rows(0, 1) if b else None for b in batched]
-    (out,) = _walk(closed_a, closed_b, ins, notes, size, inside_custom=False)
+    try:
+        outs = _walk(closed_a, closed_b, ins, notes, size, inside_custom=False)
+    except (KeyError, IndexError, TypeError, ValueError, AttributeError) as error:
+        # a primitive whose parameters these rules do not know (another JAX version): the
+        # per-example form is exact, so fall back rather than guess
+        raise NotSeparable(f"the loss's program could not be analysed ({error!r})") from None
+    out = outs[0] if len(outs) == 1 else None
     if not isinstance(out, Total):
         raise NotSeparable("the loss is not a sum over examples")
     (sa, sb) = out.scale
