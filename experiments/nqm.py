@@ -21,7 +21,7 @@ Writes ``figures/nqm_steps_to_target``, ``figures/nqm_learning_rate`` and
     python experiments/nqm.py            # the paper's settings (7.5 minutes on 2 shared cores)
     python experiments/nqm.py --quick    # seconds: K = 100, every other batch size
 
-Measured (full preset, 449 s): critical batch size SGD 407, momentum 8.6·10³, preconditioned
+Measured (full preset, 379 s; 449 s in an earlier session): critical batch size SGD 407, momentum 8.6·10³, preconditioned
 1.4·10⁴, preconditioned + momentum 2.6·10⁴, EMA 117; momentum/SGD steps 0.999 at B = 4 and
 0.052 at B = 2²¹; the best SGD learning rate doubles with B up to B ≈ 128, then saturates at
 2/h_max = 2; EMA needs 5.8× fewer steps than SGD at B = 4 and about as many (0.997×) at B = 2²¹.
@@ -89,7 +89,7 @@ def powers_of_two_ticks(axis, batch_sizes) -> None:
 
 def plot_steps(results, dim, target, path):
     with use_style():
-        fig = figure(figsize=(COLUMN_WIDTH, 3.1), layout="constrained")
+        fig = figure(figsize=(COLUMN_WIDTH, 3.4), layout="constrained")
         ax = fig.subplots()
         for i, (label, r) in enumerate(results.items()):
             ax.plot(r.batch_size, r.steps, "o-", ms=2.5, color=f"C{i}", label=label)
@@ -107,7 +107,7 @@ def plot_steps(results, dim, target, path):
         ax.set_title(f"NQM, K = {dim:,}: first step with loss ≤ {target:g}; "
                      "★ critical batch size", fontsize=7)
         # Below the axes: in the lower left it covered the preconditioned curves.
-        ax.legend(loc="upper center", bbox_to_anchor=(0.5, -0.25), ncols=3)
+        ax.legend(loc="upper center", bbox_to_anchor=(0.5, -0.25), ncols=2)
     save_figure(fig, path)
 
 
