@@ -30,7 +30,7 @@ from jaxsgd.engine.sweep import rebuild
 from jaxsgd.experiment_cli import experiment_args, write_report
 from jaxsgd.measure.landscape import interpolate, plot_interpolation
 from jaxsgd.analysis.minima import MinimaOptions, minima_summary
-from jaxsgd.style import COLUMN_WIDTH, figure, save_figure, use_style
+from jaxsgd.style import COLUMN_WIDTH, figure, plain_log_labels, save_figure, use_style
 
 ROOT = Path(__file__).resolve().parent.parent
 MEASURES = ("epsilon_sharpness", "lambda_max", "hessian_trace", "adaptive_sharpness",
@@ -120,6 +120,7 @@ def plot(report: dict, path: Path) -> None:
         ax_bar.axhline(1.0, color="gray", linewidth=0.8)
         ax_bar.set_xticks(range(len(names)), [labels[n] for n in names])
         ax_bar.set(yscale="log", ylabel=f"large / small batch (B={large} / B={small})")
+        plain_log_labels(ax_bar.yaxis)  # 0.5, 1, 2, 5, 10 rather than 10⁰, 10¹
     save_figure(fig, path)
 
 
