@@ -61,7 +61,7 @@ def _plot_learning_rate_panel(ax: Axes, result: SweepResult) -> None:
     learning_rates = metrics["learning_rate"].values
     colors = mpl.colormaps["viridis"](np.linspace(0.0, 0.85, metrics.sizes["batch_size"]))
     marked = False
-    for color, b in zip(colors, metrics["batch_size"].values):
+    for k, (color, b) in enumerate(zip(colors, metrics["batch_size"].values)):
         curve = final.sel(batch_size=b)
         at = {d: float(best[d].sel(batch_size=b)) for d in others}
         if any(np.isnan(v) for v in at.values()):  # every run diverged
@@ -70,10 +70,11 @@ def _plot_learning_rate_panel(ax: Axes, result: SweepResult) -> None:
         mean, low, high = _seed_band(curve)
         ax.plot(learning_rates, mean, "o-", color=color, label=f"B = {int(b)}")
         ax.fill_between(learning_rates, low, high, color=color, alpha=0.25, linewidth=0)
-        # A learning rate where any seed diverged has no mean: marked at the axis' foot.
+        # A learning rate where any seed diverged has no mean: marked at the axis' foot, one
+        # row per batch size so that marks at the same rate do not hide each other.
         lost = np.isnan(curve).any(axis=1)
         if lost.any():
-            ax.plot(learning_rates[lost], np.zeros(int(lost.sum())), "x", color=color,
+            ax.plot(learning_rates[lost], np.full(int(lost.sum()), 0.04 * k), "x", color=color,
                     transform=ax.get_xaxis_transform(), clip_on=False, markersize=5,
                     label=None if marked else "diverged (a seed)")
             marked = True
@@ -83,9 +84,13 @@ def _plot_learning_rate_panel(ax: Axes, result: SweepResult) -> None:
         _loss_scale(ax, final.values)
     ax.set_xlabel("learning rate")
     ax.set_ylabel(_metric_label(name))
-    ax.legend(title="batch size (examples)", title_fontsize=6.5, ncols=2)
-    if others:
-        ax.set_title(f"{', '.join(others)} at each batch size's best", fontsize=7)
+    # Above the panel: inside, it covered the curves of the small batches.
+    title = "batch size (examples)" + (f"; {', '.join(others)} at each one's best" if others
+                                       else "")
+    handles, labels = ax.get_legend_handles_labels()
+    order = sorted(range(len(labels)), key=lambda i: labels[i].startswith("diverged"))
+    ax.legend([handles[i] for i in order], [labels[i] for i in order], title=title,
+              title_fontsize=6.5, ncols=4, loc="lower center", bbox_to_anchor=(0.5, 1.04))
 
 
 def _plot_batch_size_panel(ax: Axes, result: SweepResult) -> None:
