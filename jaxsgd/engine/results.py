@@ -11,8 +11,8 @@ A sweep's metrics are one ``xarray.Dataset`` with dimensions
 
 Variables: ``{train,test}_{loss,accuracy}``, ``batch_loss`` (mean minibatch loss since the
 previous evaluation), ``batch_loss_max`` and ``batch_loss_spikes`` (its largest minibatch loss
-and its loss spikes: ``jaxsgd.engine.monitor``) per evaluation, NaN from the step a run diverged; ``diverged``,
-``diverged_step`` (−1 if never); ``steps_to_target``/``examples_to_target`` (inf if not
+and its loss spikes: ``jaxsgd.engine.monitor``) per evaluation, NaN from the step a run
+diverged; ``diverged``, ``diverged_step`` (−1 if never); ``steps_to_target``/``examples_to_target`` (inf if not
 reached) when the sweep has a target; probe outputs ``{probe}_{output}`` over ``{probe}_step``;
 ``run``, the index of each run along the leading axis of the final parameters.
 

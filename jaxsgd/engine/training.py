@@ -34,7 +34,7 @@ from jaxsgd.engine.evaluation import EvalData, evaluate
 from jaxsgd.engine.monitor import LossMonitor, decay, init_monitor, new_interval, observe
 from jaxsgd.engine.sampling import SamplerState, init_sampler, sample_indices
 from jaxsgd.hyperparams import HParams
-from jaxsgd.measure.per_example import fused, value_grad_and_example_norms
+from jaxsgd.measure.per_example import fused_norms
 from jaxsgd.optimizers import fixed_horizon, make_optimizer
 from jaxsgd.probes.base import Probe, StepGradients, num_probe_points
 from jaxsgd.targets import metric_values, target_direction, target_reached
@@ -241,12 +241,12 @@ def step_gradients(group: Group, params: PyTree, batch) -> StepGradients:
     ``accumulation`` = k the B examples go through as k microbatches of B/k (a ``lax.scan``:
     activations for B/k examples at a time), whose mean loss and gradient are the batch's."""
     loss_fn, k = group.loss_fn, group.spec.accumulation
-    leaves = group.norm_leaves
-    with_norms = group.wants_norms and fused(loss_fn, params, _first(batch, k), leaves)
+    norms_of = (fused_norms(loss_fn, params, _first(batch, k), group.norm_leaves)
+                if group.wants_norms else None)
 
     def one(part):
-        if with_norms:
-            return value_grad_and_example_norms(loss_fn, params, part, leaves=leaves)
+        if norms_of is not None:
+            return norms_of(params, part)
         return (*jax.value_and_grad(loss_fn)(params, part), None)
 
     if k == 1:

@@ -91,6 +91,14 @@ def value_grad_and_example_norms(
                                 None if leaves is None else selected)
 
 
+def leaves_pattern(leaves: str) -> re.Pattern:
+    """``leaves`` compiled; a ``ValueError`` naming it when it is not a regular expression."""
+    try:
+        return re.compile(leaves)
+    except (re.error, TypeError) as error:
+        raise ValueError(f"leaves: {leaves!r} is not a regular expression ({error})") from None
+
+
 def selected_leaves(params: PyTree, leaves: str | None) -> list[bool]:
     """Whether each leaf (``jax.tree.leaves`` order) has a path ("a/b/c") in which the regular
     expression ``leaves`` is found (``re.search``); all True for None. A pattern that matches
@@ -98,10 +106,8 @@ def selected_leaves(params: PyTree, leaves: str | None) -> list[bool]:
     paths = ["/".join(p) for p in leaf_paths(params)]
     if leaves is None:
         return [True] * len(paths)
-    try:
-        found = [re.search(leaves, p) is not None for p in paths]
-    except (re.error, TypeError) as error:
-        raise ValueError(f"leaves: {leaves!r} is not a regular expression ({error})") from None
+    pattern = leaves_pattern(leaves)
+    found = [pattern.search(p) is not None for p in paths]
     if not any(found):
         shown = ", ".join(paths[:8]) + (", ..." if len(paths) > 8 else "")
         raise ValueError(f"leaves: {leaves!r} matches no parameter path ({shown})")
@@ -150,10 +156,15 @@ def example_norms_method(loss_fn, params, batch) -> PyTree:
     return jax.tree.unflatten(tapped.param_def, tapped.methods)
 
 
-def fused(loss_fn, params, batch, leaves: str | None = None) -> bool:
-    """Whether ``method="auto"`` gives the per-example norms of every leaf ``leaves`` selects
-    in the one backward pass (none needs ``vmap(grad)``), decided once by tracing: a training
-    step computes the norms at every step only when they cost about its gradient."""
-    methods = TappedLoss(loss_fn, params, batch).methods
-    return not any(m == "vmap" and keep for m, keep in zip(methods,
-                                                           selected_leaves(params, leaves)))
+def fused_norms(loss_fn, params, batch, leaves: str | None = None) -> Callable | None:
+    """``(params, batch) -> (loss, grads, sq_norms)`` giving the per-example norms of the
+    leaves ``leaves`` selects in the one backward pass — ``value_grad_and_example_norms`` for
+    batches shaped like ``batch`` — or None where a selected leaf needs ``vmap(grad)``. The
+    loss is traced once here, so a training step computing the norms at every step (or in every
+    microbatch) neither decides nor traces again."""
+    tapped = TappedLoss(loss_fn, params, batch)
+    selected = selected_leaves(params, leaves)
+    if any(m == "vmap" and keep for m, keep in zip(tapped.methods, selected)):
+        return None
+    chosen = None if leaves is None else selected
+    return lambda p, b: value_grad_and_norms(tapped, p, b, chosen)

@@ -28,15 +28,14 @@ Costs (reference MLP, benchmarks/noise_probe.py): see the README's measurements.
 
 from __future__ import annotations
 
-import re
-
 import jax
 import jax.numpy as jnp
 
 from jaxsgd._util import batch_size as _batch_size
 from jaxsgd._util import check_int
 from jaxsgd.measure.noise import hessian_noise_scale, noise_scale_ema, two_batch_noise_scale
-from jaxsgd.measure.per_example import selected_leaves, value_grad_and_example_norms
+from jaxsgd.measure.per_example import (leaves_pattern, selected_leaves,
+                                        value_grad_and_example_norms)
 from jaxsgd.probes.base import Probe, StepGradients
 
 
@@ -71,10 +70,7 @@ def noise_scale_probe(every: int = 1, decay: float = 0.95, microbatches: int | N
                                      or not isinstance(microbatches, int) or microbatches < 2):
         raise ValueError(f"microbatches: {microbatches!r} must be an integer >= 2")
     if leaves is not None:
-        try:
-            re.compile(leaves)
-        except (re.error, TypeError) as error:
-            raise ValueError(f"leaves: {leaves!r} is not a regular expression ({error})") from None
+        leaves_pattern(leaves)  # a bad pattern fails here, before anything compiles
 
     def init(params, key):
         del params, key
