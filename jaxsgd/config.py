@@ -20,7 +20,7 @@ import dataclasses
 import itertools
 import math
 from dataclasses import dataclass, field
-from typing import Any, Mapping
+from typing import Any, Mapping, NamedTuple
 
 import numpy as np
 
@@ -37,6 +37,17 @@ BUDGET_UNITS = ("examples", "steps")
 
 class ConfigError(ValueError):
     """An invalid sweep configuration; the message names the field and the bad value."""
+
+
+class Stage(NamedTuple):
+    """One stage of a run's batch-size schedule (``SweepConfig.stages``): ``num_steps``
+    optimizer steps at ``batch_size``, global steps ``first_step`` ... ``first_step +
+    num_steps − 1``, begun after ``first_example`` examples."""
+
+    batch_size: int
+    first_step: int
+    num_steps: int
+    first_example: int
 
 
 class _GridMethods:
@@ -108,6 +119,14 @@ class SweepConfig:
     horizon_batch_size / horizon_b1: Adam's β2 (and with ``horizon_b1`` β1, the momentum) is
         the grid's value at this batch size and is rescaled at every other one to keep its
         half-life in examples (``jaxsgd.optimizers.fixed_horizon``). None: β as given.
+    batch_growth / growth_boundaries: a batch-size schedule (Smith et al. 2018): every run
+        starts at its batch size B and multiplies it by ``batch_growth`` (an integer ≥ 2) at
+        each boundary, a fraction of the budget (in its unit), so B, g·B, g²·B, ...: one stage
+        per batch size (``stages``), parameters, optimizer state and sampler carried across.
+        Results keep ``batch_size`` = the first stage's. With a budget in examples, the
+        learning-rate schedule (warm-up, decay boundaries, cosine) follows the examples seen,
+        as in a run at the first batch size throughout, so a rate decay and a batch increase
+        at the same boundaries coincide. Default: no growth.
     target_metric / target_value: steps-to-target is the first evaluation step where the metric
         reaches the value (<= for losses and errors, >= for accuracies).
     stop_at_target: a run stops (parameters and optimizer state frozen) at the first evaluation
@@ -141,6 +160,8 @@ class SweepConfig:
     divergence_horizon: float = 256.0
     spike_factor: float = 3.0
     accumulation: int = 1
+    batch_growth: int = 1
+    growth_boundaries: tuple[float, ...] = ()
     horizon_batch_size: int | None = None
     horizon_b1: bool = False
     target_metric: str | None = None
@@ -156,9 +177,58 @@ class SweepConfig:
         """The evaluation axis of the results: "examples" or "step" (the budget's unit)."""
         return "examples" if self.budget_unit == "examples" else "step"
 
+    @property
+    def grows(self) -> bool:
+        """Whether runs grow their batch in stages (``batch_growth``)."""
+        return bool(self.growth_boundaries)
+
+    def stages(self, batch_size: int) -> tuple[Stage, ...]:
+        """The stages of a run starting at ``batch_size``: one without growth.
+
+        Stage s has batch size B·gˢ and ends at the s-th growth boundary b_s of the budget:
+        with a budget in steps, at step ⌊b_s·budget⌋; in examples, at the last whole step
+        within ⌊b_s·budget⌋ examples (so a run sees at most ``budget`` examples and each
+        stage starts where the previous one stopped, without a partial batch).
+        """
+        ends = [int(b * self.budget) for b in self.growth_boundaries] + [self.budget]
+        out, first, seen = [], 0, 0
+        for s, end in enumerate(ends):
+            size = batch_size * self.batch_growth**s
+            n = end - first if self.budget_unit == "steps" else max(end - seen, 0) // size
+            out.append(Stage(size, first, n, seen))
+            first, seen = first + n, seen + n * size
+        return tuple(out)
+
     def num_steps(self, batch_size: int) -> int:
-        """Optimizer steps of a run at this batch size."""
-        return self.budget if self.budget_unit == "steps" else self.budget // batch_size
+        """Optimizer steps of a run starting at this batch size (all its stages)."""
+        if not self.grows:
+            return self.budget if self.budget_unit == "steps" else self.budget // batch_size
+        return sum(stage.num_steps for stage in self.stages(batch_size))
+
+    def steps_at(self, batch_size: int, points) -> np.ndarray:
+        """The optimizer step [P] int64 of a run starting at ``batch_size`` at each nominal
+        point [P] of the budget's unit: the point itself (steps), or the last step by which at
+        most that many examples were seen, ⌊p/B⌋ at a fixed batch size."""
+        points = np.asarray(points, np.int64)
+        if self.budget_unit == "steps":
+            return points
+        size, first, n, start = (np.asarray(column, np.int64)
+                                 for column in zip(*self.stages(batch_size)))
+        s = np.searchsorted(start, points, side="right") - 1
+        return first[s] + np.minimum((points - start[s]) // size[s], n[s])
+
+    def examples_at(self, batch_size: int, steps) -> np.ndarray:
+        """Examples seen [P] before optimizer step ``steps`` [P] of a run starting at
+        ``batch_size``: t·B at a fixed batch size, Σ_s B_s·clip(t − T_s, 0, n_s) in stages.
+        Integer steps give int64; float steps (inf: never) give float64."""
+        t = np.asarray(steps)
+        stages = self.stages(batch_size)
+        total = np.zeros(t.shape, np.float64)
+        for i, st in enumerate(stages):
+            span = t - st.first_step
+            span = np.clip(span, 0, st.num_steps if i < len(stages) - 1 else None)
+            total = total + st.batch_size * span
+        return total.astype(np.int64) if np.issubdtype(t.dtype, np.integer) else total
 
     def to_dict(self) -> dict[str, Any]:
         """Nested TOML/JSON-shaped dict; ``from_dict(c.to_dict()) == c``."""
@@ -182,6 +252,8 @@ class SweepConfig:
                 "divergence_horizon": self.divergence_horizon,
                 "spike_factor": self.spike_factor,
                 "accumulation": self.accumulation,
+                "batch_growth": self.batch_growth if self.grows else None,  # absent: no growth
+                "growth_boundaries": list(self.growth_boundaries) or None,
             },
             "evaluation": {
                 "every": self.eval_every,
@@ -232,6 +304,8 @@ SCHEMA: dict[str, dict[str, tuple[str, str]]] = {
         "divergence_horizon": ("divergence_horizon", "float"),
         "spike_factor": ("spike_factor", "float"),
         "accumulation": ("accumulation", "int"),
+        "batch_growth": ("batch_growth", "int"),
+        "growth_boundaries": ("growth_boundaries", "float_list"),
     },
     "evaluation": {
         "every": ("eval_every", "int"),
@@ -377,6 +451,7 @@ def validate(config: SweepConfig, num_train: int | None = None) -> SweepConfig:
         _check(b % c.accumulation == 0,
                f"training.accumulation: {c.accumulation} microbatches do not divide batch size "
                f"{b}")
+    _validate_growth(c, num_train)
     if c.horizon_batch_size is not None:
         _check(isinstance(c.horizon_batch_size, (int, np.integer))
                and not isinstance(c.horizon_batch_size, bool) and c.horizon_batch_size > 0,
@@ -429,3 +504,34 @@ def _validate_grid(g: Grid, optimizer: str, schedule: str) -> None:
             _check(h.valid(v), f"grid.{h.name}: {v!r} is not {h.requirement}")
         reason = unused_reason(h, optimizer, schedule)
         _check(len(values) == 1 or reason is None, f"grid.{h.name}: swept {list(values)} but {reason}")
+
+
+def _validate_growth(c: SweepConfig, num_train: int | None) -> None:
+    """A batch-size schedule: an integer factor ≥ 2 with increasing boundaries in (0, 1), at
+    least one step in every stage, and every stage's batch within the training set."""
+    _check(isinstance(c.batch_growth, (int, np.integer)) and not isinstance(c.batch_growth, bool)
+           and c.batch_growth >= 1,
+           f"training.batch_growth: {c.batch_growth!r} is not a positive integer")
+    for b in c.growth_boundaries:
+        _check(isinstance(b, (int, float, np.number)) and 0 < b < 1,
+               f"training.growth_boundaries: {b!r} is not a fraction in (0, 1)")
+    bounds = list(c.growth_boundaries)
+    _check(bounds == sorted(set(bounds)),
+           f"training.growth_boundaries: {bounds} must be strictly increasing")
+    _check(c.batch_growth == 1 or bounds,
+           f"training.batch_growth: {c.batch_growth} needs training.growth_boundaries (the "
+           f"fractions of the budget where the batch grows)")
+    _check(c.batch_growth >= 2 or not bounds,
+           f"training.growth_boundaries: {bounds} given, but training.batch_growth is "
+           f"{c.batch_growth}; set it to the factor (an integer ≥ 2)")
+    if not bounds:
+        return
+    for b in c.batch_sizes:
+        for s, stage in enumerate(c.stages(b)):
+            _check(stage.num_steps > 0,
+                   f"training.growth_boundaries: batch size {b}'s stage {s} (batch size "
+                   f"{stage.batch_size}) gets no optimizer step of the {c.budget} "
+                   f"{c.budget_unit}; move the boundaries or grow less")
+            _check(num_train is None or stage.batch_size <= num_train,
+                   f"training.batch_growth: batch size {b} grows to {stage.batch_size}, larger "
+                   f"than the training set ({num_train} examples)")

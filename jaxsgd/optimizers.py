@@ -138,8 +138,13 @@ def make_optimizer(
     total_steps: int,
     schedule: str = "constant",
     boundaries: Sequence[float] = (0.5, 0.75),
+    clock: Callable[[jnp.ndarray], jnp.ndarray] | None = None,
 ) -> optax.GradientTransformation:
     """optax optimizer of one run; static family/schedule, traced ``hparams``.
+
+    The schedule's step is the optimizer's step count, or ``clock(count)`` (a float: e.g. a
+    batch-size schedule's examples seen in steps of its first batch size), over
+    ``total_steps`` such steps.
 
     ``optimizer`` is a built-in family's name (``jaxsgd.config.OPTIMIZERS``) or a user's own
     factory ``hp -> optax.GradientTransformation``. The factory is called with the run's
@@ -158,7 +163,7 @@ def make_optimizer(
     """
 
     def lr(count):
-        mult = learning_rate_multiplier(count, total_steps, schedule, hparams.warmup,
+        mult = learning_rate_multiplier(count if clock is None else clock(count), total_steps, schedule, hparams.warmup,
                                         hparams.decay, boundaries)
         return hparams.learning_rate * mult
 

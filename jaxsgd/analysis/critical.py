@@ -379,6 +379,10 @@ def critical_batch_size(
         raise ValueError(f"fit: {fit!r} is not one of {', '.join(FITS)}")
     final, higher_is_better = None, True
     if isinstance(results, SweepResult):
+        if results.config.grows:
+            raise ValueError(f"results: the sweep grows its batch (batch_growth = "
+                             f"{results.config.batch_growth}); the critical batch size needs "
+                             f"runs at one batch size each")
         steps = sweep_steps_to_target(results, target, metric)
         final = final_metric(results)
         higher_is_better = final_metric_name(results) == "test_accuracy"

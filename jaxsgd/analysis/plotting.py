@@ -165,6 +165,12 @@ def plot_sweep(result: SweepResult, path: str | os.PathLike | None = None) -> Fi
     return fig
 
 
+def _batch_label(config, batch_size: int) -> str:
+    """"B = 16", or a batch-size schedule's stages "B = 16 → 80 → 400"."""
+    sizes = [st.batch_size for st in config.stages(batch_size)] if config.grows else [batch_size]
+    return "B = " + " → ".join(str(b) for b in sizes)
+
+
 def plot_loss_curves(result: SweepResult, metric: str = "train_loss", x: str = "examples", *,
                      select: dict | None = None, path: str | os.PathLike | None = None,
                      ax: Axes | None = None) -> Figure:
@@ -204,7 +210,7 @@ def plot_loss_curves(result: SweepResult, metric: str = "train_loss", x: str = "
             keep = xs > 0
             mean, low, high = _seed_band(values[keep])
             ax.fill_between(xs[keep], low, high, color=color, alpha=0.2, linewidth=0)
-            ax.plot(xs[keep], mean, color=color, label=f"B = {int(b)}")
+            ax.plot(xs[keep], mean, color=color, label=_batch_label(result.config, int(b)))
             drawn.append(values[keep])
         ax.set_xscale("log")
         plain_log_labels(ax.xaxis)

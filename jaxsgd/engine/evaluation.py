@@ -3,7 +3,8 @@
 The schedule is declared in the sweep's budget unit (examples or steps) so that runs of
 different batch sizes are evaluated at the same amounts of training: the nominal points are
 shared by every batch size, and each maps to the optimizer step ``point // B`` (examples) or
-``point`` (steps). Start and end of training are always evaluated.
+``point`` (steps) — through the stages of a batch-size schedule, the step by which that many
+examples were seen (``SweepConfig.steps_at``). Start and end of training are always evaluated.
 """
 
 from __future__ import annotations
@@ -52,13 +53,10 @@ def evaluation_points(config: SweepConfig) -> np.ndarray:
     return np.asarray(sorted(points), np.int64)
 
 
-def _to_steps(config: SweepConfig, points: np.ndarray, batch_size: int) -> np.ndarray:
-    return points if config.budget_unit == "steps" else points // batch_size
-
-
 def evaluation_steps(config: SweepConfig, batch_size: int) -> np.ndarray:
-    """Optimizer step [P] int64 at which each nominal point is evaluated for this batch size."""
-    return _to_steps(config, evaluation_points(config), batch_size)
+    """Optimizer step [P] int64 at which each nominal point is evaluated for this batch size
+    (``SweepConfig.steps_at``: through the stages of a batch-size schedule)."""
+    return config.steps_at(batch_size, evaluation_points(config))
 
 
 def snapshot_steps(config: SweepConfig, batch_size: int) -> np.ndarray:
@@ -66,7 +64,7 @@ def snapshot_steps(config: SweepConfig, batch_size: int) -> np.ndarray:
     state is kept at this batch size: the configured snapshot points, log-spaced points and (if
     asked) the evaluation points, each mapped to ``point // B`` (examples) or ``point``."""
     points = _points(config, None, config.snapshot_log_points, config.snapshot_points)
-    steps = set(_to_steps(config, np.asarray(sorted(points), np.int64), batch_size).tolist())
+    steps = set(config.steps_at(batch_size, sorted(points)).tolist())
     if config.snapshot_evaluations:
         steps |= set(evaluation_steps(config, batch_size).tolist())
     return np.asarray(sorted(steps), np.int64)

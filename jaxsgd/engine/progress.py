@@ -33,13 +33,14 @@ class SweepProgress:
             self._bar.update(done_steps)
         self._examples, self._started = 0, None
 
-    def advance(self, steps: int) -> None:
-        """``steps`` more optimizer steps of every run of the current group are done."""
+    def advance(self, steps: int, batch_size: int | None = None) -> None:
+        """``steps`` more optimizer steps of every run of the current group are done, at
+        ``batch_size`` (default: the group's; a batch-size schedule's stage may differ)."""
         now = time.perf_counter()
         if self._started is None:  # the first chunk includes compilation: not in the rate
             self._started = now
         else:
-            self._examples += steps * self._batch_size * self._runs
+            self._examples += steps * (batch_size or self._batch_size) * self._runs
             rate = self._examples / max(now - self._started, 1e-9)
             self._bar.set_postfix_str(f"{rate:,.0f} examples/s", refresh=False)
         self._bar.update(steps)

@@ -7,7 +7,9 @@ A sweep's metrics are one ``xarray.Dataset`` with dimensions
   (``momentum``, ``weight_decay``, ``warmup``, ``decay``); unswept ones are scalar coordinates;
 * the evaluation axis, named after the budget unit: ``examples`` (nominal examples seen) or
   ``step``. Coordinates ``step`` and ``examples`` along it (2-D with ``batch_size``) give the
-  actual optimizer step and examples seen at each evaluation.
+  actual optimizer step and examples seen at each evaluation; with a batch-size schedule,
+  ``batch_size`` is each run's first stage's and ``stage_batch_size`` (2-D too) the batch size
+  of the stage an evaluation falls in.
 
 Variables: ``{train,test}_{loss,accuracy}``, ``batch_loss`` (mean minibatch loss since the
 previous evaluation), ``batch_loss_max`` and ``batch_loss_spikes`` (its largest minibatch loss
@@ -58,7 +60,8 @@ class SweepResult:
         without the prefix (``.b_simple``). In ``metrics`` every batch size shares one
         ``{probe}_step`` axis (the union of their measurement steps, NaN where a batch size has
         none); here the axis holds only this batch size's measurements, is named ``step``
-        (optimizer steps) and carries ``examples`` (= step × batch size), so ``.sel(step=...)``
+        (optimizer steps) and carries ``examples`` (seen before that step: step × batch size
+        without a batch-size schedule), so ``.sel(step=...)``
         and ``.sel(examples=...)`` work.
         """
         outputs = [v for v in self.metrics.data_vars
@@ -80,7 +83,8 @@ class SweepResult:
         steps = values[axis].values
         keep = steps < self.config.num_steps(batch_size)  # this group's measurement steps
         values = values.isel({axis: np.flatnonzero(keep)}).rename({axis: "step"})
-        return values.assign_coords(examples=("step", values["step"].values * batch_size))
+        return values.assign_coords(
+            examples=("step", self.config.examples_at(batch_size, values["step"].values)))
 
     def run_index(self, batch_size: int, **selection) -> int:
         """Index along the leading [runs] axis of the run picked by ``selection`` (e.g.
@@ -193,13 +197,19 @@ def group_dataset(
         s = steps_to_target(metric, steps, config.target_value,
                             target_direction(config.target_metric), diverged)
         data_vars["steps_to_target"] = (dims, to_grid(config, s))
-        data_vars["examples_to_target"] = (dims, to_grid(config, s * batch_size))
+        data_vars["examples_to_target"] = (dims, to_grid(config, config.examples_at(
+            batch_size, s.astype(np.float64))))
 
     coords: dict[str, Any] = {n: list(axes[n]) for n in dims}
     coords.update({n: axes[n][0] for n in GRID_FIELDS if n not in dims})
     coords[edim] = points
     coords["step" if edim == "examples" else "examples"] = (
-        edim, steps * batch_size if edim == "step" else steps)
+        edim, config.examples_at(batch_size, steps) if edim == "step" else steps)
+    if config.grows:  # the batch size of the stage each evaluated step belongs to
+        stages = config.stages(batch_size)
+        first = np.asarray([st.first_step for st in stages])
+        sizes = np.asarray([st.batch_size for st in stages])
+        coords["stage_batch_size"] = (edim, sizes[np.searchsorted(first, steps, "right") - 1])
     for pname, (every, outputs) in (probe_outputs or {}).items():
         pdim = f"{pname}_step"
         for key, values in outputs.items():

@@ -6,7 +6,9 @@
   distinct examples).
 * "replacement": B indices drawn uniformly from ``fold_in(key, t)``.
 
-Both depend only on (key, step), never on how the steps are chunked. The step counter is a
+Both depend only on (key, step), never on how the steps are chunked. A batch-size schedule's
+stage s > 0 samples from ``stage_key(key, s)`` with the step counted from the stage's first
+step, so every stage begins a fresh epoch (``jaxsgd.config.SweepConfig.stages``). The step counter is a
 Python-level/unbatched value, so the per-epoch reshuffle is a ``lax.cond`` branch that runs once
 an epoch even when vmapped over runs.
 """
@@ -23,6 +25,17 @@ class SamplerState(NamedTuple):
     """perm: [N] int32, the current epoch's permutation (length 0 for "replacement")."""
 
     perm: jnp.ndarray
+
+
+STAGE_TAG = 0x5354  # fold_in(key, STAGE_TAG) roots the stage keys, apart from the epoch keys
+
+
+def stage_key(key: jax.Array, stage: int) -> jax.Array:
+    """The sampling key of a batch-size schedule's stage: ``key`` itself for stage 0 (a run
+    without growth), else ``fold_in(fold_in(key, STAGE_TAG), stage)``."""
+    if stage == 0:
+        return key
+    return jax.random.fold_in(jax.random.fold_in(key, STAGE_TAG), stage)
 
 
 def init_sampler(num_train: int, sampling: str) -> SamplerState:

@@ -199,12 +199,16 @@ def train_data(config: SweepConfig, data: Dataset, mesh=None) -> TrainData:
 
 def train_spec(config: SweepConfig, batch_size: int, num_train: int,
                eval_slice: int | None = 1024,
-               optimizer: Union[str, OptimizerFactory, None] = None) -> TrainSpec:
-    """The static spec of one group; ``optimizer``: the user's factory (default: the
+               optimizer: Union[str, OptimizerFactory, None] = None,
+               stage: int = 0) -> TrainSpec:
+    """The static spec of one group starting at ``batch_size`` — of its stage ``stage`` when
+    the batch grows (``SweepConfig.stages``); ``optimizer``: the user's factory (default: the
     configured family)."""
     steps = evaluation_steps(config, batch_size)
+    stages = config.stages(batch_size) if config.grows else ()
     return TrainSpec(
-        batch_size=batch_size, num_steps=config.num_steps(batch_size), num_train=num_train,
+        batch_size=stages[stage].batch_size if stages else batch_size,
+        num_steps=config.num_steps(batch_size), num_train=num_train,
         num_eval_slots=len(np.unique(steps)),
         optimizer=config.optimizer if optimizer is None else optimizer,
         schedule=config.schedule, decay_boundaries=tuple(config.decay_boundaries),
@@ -213,7 +217,18 @@ def train_spec(config: SweepConfig, batch_size: int, num_train: int,
         accumulation=config.accumulation, horizon_batch_size=config.horizon_batch_size,
         horizon_b1=config.horizon_b1, eval_slice=eval_slice,
         stop_metric=config.target_metric if config.stop_at_target else None,
-        stop_value=float(config.target_value) if config.stop_at_target else 0.0)
+        stop_value=float(config.target_value) if config.stop_at_target else 0.0,
+        stages=stages, stage=stage,
+        clock_steps=(config.budget // batch_size
+                     if stages and config.budget_unit == "examples" else 0))
+
+
+def train_specs(config: SweepConfig, batch_size: int, num_train: int,
+                eval_slice: int | None = 1024,
+                optimizer: Union[str, OptimizerFactory, None] = None) -> tuple[TrainSpec, ...]:
+    """The specs of every stage of the group starting at ``batch_size`` (one without growth)."""
+    return tuple(train_spec(config, batch_size, num_train, eval_slice, optimizer, stage=s)
+                 for s in range(len(config.growth_boundaries) + 1))
 
 
 def chunk_length(num_steps: int, chunk_steps: int | None) -> int:
@@ -277,23 +292,44 @@ def _unpad(tree, runs: int):
     return jax.tree.map(lambda a: a[:runs], tree)
 
 
-def _state_template(sweep: _Sweep, programs, runs: int):
+def _state_template(sweep: _Sweep, stages: Sequence[Any], runs: int):
     """The structure of a group's host state (``[runs, ...]``), without computing (or
-    compiling) anything."""
+    compiling) anything. Every stage of a batch-size schedule must carry the same structure:
+    a probe whose outputs' shapes depend on the batch size is refused here."""
     params_shape = jax.eval_shape(
         init_params_program(sweep.model, sweep.mesh, sweep.model_key), sweep.seeds)
-    padded_shape = jax.eval_shape(programs.init, sweep.hparams, sweep.seeds, params_shape,
-                                  sweep.data)
+    shapes = [jax.eval_shape(programs.init, sweep.hparams, sweep.seeds, params_shape,
+                             sweep.data) for programs in stages]
+    for s, shape in enumerate(shapes[1:], start=1):
+        if shape != shapes[0]:
+            raise ConfigError(f"training.batch_growth: the run state of stage {s} differs from "
+                              f"stage 0's (a probe's outputs depend on the batch size?); a "
+                              f"batch-size schedule needs the same shapes at every stage")
     return jax.tree.map(lambda s: jax.ShapeDtypeStruct((runs, *s.shape[1:]), s.dtype),
-                        padded_shape)
+                        shapes[0])
 
 
-def segments(start: int, num_steps: int, chunk: int, snapshots: Sequence[int]) -> list[int]:
-    """Boundaries of the spans ``advance`` runs, from ``start`` to ``num_steps``: every multiple
-    of the chunk length, and every snapshot step (a span ends there, so the state after that
-    many steps reaches the host). Each distinct span length is one compiled program."""
-    inner = set(range(0, num_steps, chunk)) | {int(t) for t in snapshots}
+def span_starts(specs: Sequence[TrainSpec], chunk_steps: int | None) -> set[int]:
+    """Where spans may start: each stage's first step and then every chunk length of that
+    stage (``chunk_length`` of the stage's steps: one compiled span length per stage)."""
+    if not specs[0].stages:
+        return set(range(0, specs[0].num_steps, chunk_length(specs[0].num_steps, chunk_steps)))
+    return {t for st in specs[0].stages for t in range(
+        st.first_step, st.first_step + st.num_steps, chunk_length(st.num_steps, chunk_steps))}
+
+
+def segments(start: int, num_steps: int, starts: set[int], snapshots: Sequence[int]) -> list[int]:
+    """Boundaries of the spans ``advance`` runs, from ``start`` to ``num_steps``: every span
+    start (chunks and stages: ``span_starts``) and every snapshot step (a span ends there, so
+    the state after that many steps reaches the host). Each distinct span length of a stage is
+    one compiled program."""
+    inner = set(starts) | {int(t) for t in snapshots}
     return [start, *sorted(t for t in inner if start < t < num_steps), num_steps]
+
+
+def stage_of(specs: Sequence[TrainSpec], step: int) -> int:
+    """The stage whose steps include global ``step`` (0 without growth)."""
+    return max((s for s, spec in enumerate(specs) if spec.first_step <= step), default=0)
 
 
 def run_group(sweep: _Sweep, batch_size: int, snapshot: Any = None, snapshot_step: int = 0):
@@ -301,50 +337,53 @@ def run_group(sweep: _Sweep, batch_size: int, snapshot: Any = None, snapshot_ste
     host (numpy, ``[runs, ...]``, no padding). Resumes from the group's checkpoint if any, or
     starts from ``snapshot`` (a host state or ``SnapshotFile``, after ``snapshot_step`` steps).
 
+    A batch-size schedule runs each stage's spans with the stage's programs, the state passing
+    on unchanged (their state structures are checked equal before anything runs).
     After every span the group state is checkpointed (with a folder) and, at a snapshot step,
     kept: ``snapshot_bs{B}_step{T}.npz`` in the folder, else in ``sweep.snapshots``.
     """
     config, runs = sweep.config, sweep.num_runs
-    spec = train_spec(config, batch_size, int(sweep.data.x.shape[0]), sweep.eval_slice,
-                      sweep.optimizer)
-    programs = group_programs(spec, sweep.model, sweep.task, sweep.probes, sweep.mesh,
-                              sweep.model_key)
-    slots, _ = eval_slots(evaluation_steps(config, batch_size), spec.num_steps)
-    steps = np.arange(spec.num_steps, dtype=np.int32)
-    chunk = chunk_length(spec.num_steps, sweep.chunk_steps)
+    specs = train_specs(config, batch_size, int(sweep.data.x.shape[0]), sweep.eval_slice,
+                        sweep.optimizer)
+    stages = [group_programs(spec, sweep.model, sweep.task, sweep.probes, sweep.mesh,
+                             sweep.model_key) for spec in specs]
+    num_steps = specs[0].num_steps
+    template = _state_template(sweep, stages, runs)
+    slots, _ = eval_slots(evaluation_steps(config, batch_size), num_steps)
+    steps = np.arange(num_steps, dtype=np.int32)
     path = checkpoint_file(sweep.folder, batch_size) if sweep.folder else None
     expected = {"provenance": sweep.provenance, "batch_size": batch_size, "num_runs": runs}
     keep = [int(t) for t in snapshot_steps(config, batch_size)]
     start, host = 0, None
     if snapshot is not None:
         start = snapshot_step
-        host = (snapshot.state(_state_template(sweep, programs, runs))
-                if hasattr(snapshot, "state") else snapshot)
+        host = snapshot.state(template) if hasattr(snapshot, "state") else snapshot
     elif path is not None and path.is_file():
-        host, header = load_checkpoint(path, _state_template(sweep, programs, runs), expected)
+        host, header = load_checkpoint(path, template, expected)
         start = int(header["next_step"])
     if host is not None:
         state = shard_runs(pad_runs(host, padded_size(runs, sweep.mesh)), sweep.mesh)
     else:
-        state = programs.init(sweep.hparams, sweep.seeds, sweep.initial_params(), sweep.data)
+        state = stages[0].init(sweep.hparams, sweep.seeds, sweep.initial_params(), sweep.data)
     sweep.progress.start_group(batch_size, runs, done_steps=start)
     if snapshot is None and start in keep:  # the state before any step of this call
         _keep_snapshot(sweep, batch_size, start, _unpad(to_host(state), runs), expected)
-    bounds = segments(start, spec.num_steps, chunk, keep)
+    bounds = segments(start, num_steps, span_starts(specs, sweep.chunk_steps), keep)
     for first, last in zip(bounds[:-1], bounds[1:]):
+        stage = stage_of(specs, first)
         span = replicate((steps[first:last], slots[first:last]), sweep.mesh)
-        state = programs.advance(state, sweep.hparams, sweep.data, *span)
-        checkpoint = path is not None and last < spec.num_steps
+        state = stages[stage].advance(state, sweep.hparams, sweep.data, *span)
+        checkpoint = path is not None and last < num_steps
         if last in keep or checkpoint:
             host = _unpad(to_host(state), runs)
             if last in keep:
                 _keep_snapshot(sweep, batch_size, last, host, expected)
             if checkpoint and is_main_process():
-                save_checkpoint(path, host, dict(expected, next_step=last, chunk_steps=chunk))
+                save_checkpoint(path, host, dict(expected, next_step=last))
         else:
             jax.block_until_ready(state)
-        sweep.progress.advance(last - first)
-    state = programs.finish(state, sweep.hparams, sweep.data)
+        sweep.progress.advance(last - first, specs[stage].batch_size)
+    state = stages[-1].finish(state, sweep.hparams, sweep.data)
     return _unpad(to_host(state), runs)
 
 

@@ -16,6 +16,10 @@ One optimizer step ``t`` (the scan body, ``train_step``):
 6. optimizer update θ_{t+1} = θ_t + u_t (optax), unless frozen (diverged, or stopped: with
    ``stop_metric`` a run freezes at the first evaluation that meets the target)
 
+A batch-size schedule (``TrainSpec.stages``) runs each stage with its own ``Group`` (its batch
+size, its sampling key, steps counted from its first step) on the state the previous stage
+left; the step count, evaluation slots and probe buffers are the whole run's.
+
 Evaluations land in fixed-size buffers in the carry (slot = index among evaluated steps), so a
 run's outputs have static shapes and a scan chunk never depends on the chunking.
 """
@@ -30,9 +34,10 @@ import jax
 import jax.numpy as jnp
 import optax
 
+from jaxsgd.config import Stage
 from jaxsgd.engine.evaluation import EvalData, evaluate
 from jaxsgd.engine.monitor import LossMonitor, decay, init_monitor, new_interval, observe
-from jaxsgd.engine.sampling import SamplerState, init_sampler, sample_indices
+from jaxsgd.engine.sampling import SamplerState, init_sampler, sample_indices, stage_key
 from jaxsgd.hyperparams import HParams
 from jaxsgd.measure.per_example import fused_norms
 from jaxsgd.optimizers import fixed_horizon, make_optimizer
@@ -44,7 +49,10 @@ PyTree = Any
 
 @dataclass(frozen=True)
 class TrainSpec:
-    """Static description of the runs of one batch-size group."""
+    """Static description of the runs of one batch-size group — of one stage of it, when the
+    group's batch grows in ``stages`` (``jaxsgd.config.SweepConfig.stages``): ``batch_size`` is
+    then stage ``stage``'s, while ``num_steps``, the evaluation slots and the probe buffers are
+    the whole run's, so that the run state passes from stage to stage unchanged."""
 
     batch_size: int
     num_steps: int
@@ -63,6 +71,14 @@ class TrainSpec:
     eval_slice: int | None = 1024  # evaluation examples per slice (memory), None: all at once
     stop_metric: str | None = None  # freeze a run at the first evaluation meeting the target
     stop_value: float = 0.0
+    stages: tuple[Stage, ...] = ()  # a batch-size schedule (empty: batch_size throughout)
+    stage: int = 0  # the stage this spec runs
+    clock_steps: int = 0  # > 0: the learning-rate schedule follows examples seen (below)
+
+    @property
+    def first_step(self) -> int:
+        """The global step at which this stage starts (0 without stages)."""
+        return self.stages[self.stage].first_step if self.stages else 0
 
 
 class TrainData(NamedTuple):
@@ -200,19 +216,53 @@ def make_trainer(
 def optimizer(group: Group, hp: HParams) -> optax.GradientTransformation:
     """The run's optax optimizer, built from its traced hyperparameters (Adam's β2, and β1
     with ``horizon_b1``, rescaled to this batch size when ``horizon_batch_size`` is set:
-    ``jaxsgd.optimizers.fixed_horizon``)."""
+    ``jaxsgd.optimizers.fixed_horizon``).
+
+    The learning-rate schedule runs over the optimizer's step count and ``num_steps`` — or,
+    with ``clock_steps`` (a batch-size schedule with a budget in examples), over the examples
+    seen in steps of the first stage's batch size, E(t)/B₀, and ``clock_steps`` = budget // B₀:
+    the schedule of a run at B₀ throughout, at the same examples.
+    """
     spec = group.spec
     if spec.horizon_batch_size is not None:
         hp = fixed_horizon(hp, spec.batch_size, spec.horizon_batch_size, b1=spec.horizon_b1)
+    if spec.clock_steps:
+        return make_optimizer(spec.optimizer, hp, spec.clock_steps, spec.schedule,
+                              spec.decay_boundaries, clock=partial(examples_clock, spec.stages))
     return make_optimizer(spec.optimizer, hp, spec.num_steps, spec.schedule,
                           spec.decay_boundaries)
 
 
+def examples_clock(stages: tuple[Stage, ...], count) -> jax.Array:
+    """Examples seen before step ``count`` of a run in ``stages``, in steps of the first
+    stage's batch size: Σ_s B_s·clip(t − T_s, 0, n_s) / B₀ (float32; the last stage unclipped)."""
+    t = jnp.asarray(count, jnp.float32)
+    seen = jnp.float32(0.0)
+    for i, st in enumerate(stages):
+        span = jnp.maximum(t - st.first_step, 0.0)
+        if i < len(stages) - 1:
+            span = jnp.minimum(span, st.num_steps)
+        seen = seen + span * (st.batch_size / stages[0].batch_size)
+    return seen
+
+
+def with_stage_hyperparams(group: Group, state: RunState, hp: HParams) -> RunState:
+    """The run entering a later stage of a batch-size schedule with Adam's β at a fixed
+    half-life in examples: the β values injected into the optimizer state (fixed at ``init``)
+    replaced by this stage's. The learning rate is recomputed from the step count anyway."""
+    fresh = optimizer(group, hp).init(state.params)
+    hyper = dict(state.opt_state.hyperparams)
+    hyper.update({k: v for k, v in fresh.hyperparams.items() if k != "learning_rate"})
+    return state._replace(opt_state=state.opt_state._replace(hyperparams=hyper))
+
+
 def minibatch(group: Group, state: RunState, data: TrainData, step):
-    """The sampler's next state and the minibatch of optimizer step ``step``."""
+    """The sampler's next state and the minibatch of optimizer step ``step`` (of a schedule's
+    stage: the stage's key, the step counted from its start: ``jaxsgd.engine.sampling``)."""
     spec = group.spec
-    sampler, idx = sample_indices(state.sampler, jax.random.wrap_key_data(state.data_key),
-                                  step, spec.batch_size, spec.num_train, spec.sampling)
+    key = stage_key(jax.random.wrap_key_data(state.data_key), spec.stage)
+    sampler, idx = sample_indices(state.sampler, key, step - spec.first_step, spec.batch_size,
+                                  spec.num_train, spec.sampling)
     return sampler, data.batch(idx)
 
 
@@ -365,6 +415,9 @@ def advance(group: Group, state: RunState, hp: HParams, data: TrainData, steps,
             slots) -> RunState:
     """Optimizer steps ``steps`` [S] (consecutive; ``slots`` [S]: evaluation slot or −1) as one
     ``lax.scan``."""
+    if group.spec.stage > 0 and group.spec.horizon_batch_size is not None:
+        state = with_stage_hyperparams(group, state, hp)  # idempotent: any span of the stage
+
     def body(carry, xs):
         return train_step(group, hp, data, carry, *xs), None
 
