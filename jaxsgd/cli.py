@@ -61,6 +61,9 @@ _KEY_HELP = {
                              "a spike (counted per evaluation interval)",
     "training.accumulation": "microbatches per step (memory for batch_size / accumulation "
                              "examples; same gradient)",
+    "training.batch_growth": "grow every run's batch by this factor at each growth boundary "
+                             "(B, g·B, g²·B, ...: Smith et al. 2018)",
+    "training.growth_boundaries": "fractions of the budget where the batch grows",
     "evaluation.every": "evaluate every this many budget units (default: 16 evaluations)",
     "evaluation.log_points": "and/or this many log-spaced evaluations",
     "evaluation.points": "and/or evaluations at exactly these points (budget units)",
