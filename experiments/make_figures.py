@@ -20,7 +20,8 @@ import time
 from pathlib import Path
 
 HERE = Path(__file__).resolve().parent
-EXPERIMENTS = ("nqm", "critical_batch", "edge_of_stability", "keskar")
+EXPERIMENTS = ("nqm", "critical_batch", "edge_of_stability", "keskar", "gradient_accuracy",
+               "lr_scaling")
 
 
 def command(name: str, quick: bool, into: Path | None) -> list[str]:

@@ -37,8 +37,9 @@ for _module, _names in {
     "jaxsgd.models": "MODELS Model from_module make_model",
     "jaxsgd.losses": "Task accuracy cross_entropy make_loss_fn mse task_for",
     "jaxsgd.optimizers": "learning_rate_multiplier make_optimizer",
-    "jaxsgd.measure.noise": "HessianNoiseScale NoiseScale gradient_noise_scale "
-                            "hessian_noise_scale noise_scale_ema two_batch_noise_scale",
+    "jaxsgd.measure.noise": "GradientError HessianNoiseScale NoiseScale gradient_noise_scale "
+                            "hessian_noise_scale minibatch_gradient_error noise_scale_ema "
+                            "two_batch_noise_scale",
     "jaxsgd.measure.per_example": "example_gradient_gram example_norms_method "
                                   "value_grad_and_example_norms",
     "jaxsgd.measure.curvature": "FlatHessian HessianEigenpairs HessianSpectrum HessianTrace "

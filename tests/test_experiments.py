@@ -107,3 +107,23 @@ def test_make_figures_runs_each_experiment_and_lists_its_time(tmp_path, capsys):
     assert json.loads((tmp_path / "nqm.json").read_text())
     assert "nqm" in capsys.readouterr().out.split("wall time per experiment")[1]
     assert make_figures.command("keskar", False, None)[-1].endswith("keskar.py")  # full preset
+
+
+def test_gradient_accuracy_quick_measures_the_finite_population_error(tmp_path):
+    """Claim 1: the measured minibatch error follows tr Σ/B·(N − B)/(N − 1) within sampling
+    error at every batch size and snapshot, and B_rep is where the error meets |G|²."""
+    experiment, argv, out, figure, report = _run_quick("gradient_accuracy", tmp_path)
+    assert figure.with_suffix(".png").exists()
+    assert figure.with_suffix(".json").read_text() == json.dumps(report, indent=1)
+    n, sizes = report["num_train"], np.array(report["batch_sizes"], float)
+    assert len(report["snapshots"]) == len(experiment.PRESETS["quick"]["config"].snapshot_points)
+    for row in report["snapshots"]:
+        predicted = row["trace_cov"] * (n - sizes) / ((n - 1) * sizes)
+        assert row["predicted"] == pytest.approx(list(predicted), rel=1e-5)
+        assert max(abs(z) for z in row["z"]) < 5, row["z"]
+        assert row["b_simple"] == pytest.approx(row["trace_cov"] / row["grad_sq_norm"], rel=1e-5)
+        b_rep = row["b_representative"]  # the predicted error equals |G|² there
+        assert row["trace_cov"] * (n - b_rep) / ((n - 1) * b_rep) == pytest.approx(
+            row["grad_sq_norm"], rel=1e-6)
+        # Small batches are inaccurate: at B = 1 the error is many times the signal.
+        assert row["error"][0] > 10 * row["grad_sq_norm"]

@@ -10,8 +10,9 @@ from jax.flatten_util import ravel_pytree
 from jaxsgd.data import linear_regression, linear_regression_truth
 from jaxsgd.losses import cross_entropy, mse
 from jaxsgd.models import make_model
-from jaxsgd.measure.noise import (gradient_noise_scale, hessian_noise_scale, noise_scale_ema,
-                          two_batch_noise_scale)
+from jaxsgd.measure.noise import (batch_noise_factor, gradient_noise_scale, hessian_noise_scale,
+                                  minibatch_gradient_error, noise_scale_ema,
+                                  two_batch_noise_scale)
 
 
 def linear_loss(w, batch):
@@ -157,6 +158,39 @@ def test_finite_data_correction_is_exact_for_batches_without_replacement():
     np.testing.assert_allclose([est_g, est_trace], [exact_g, exact_trace], rtol=1e-5)
     naive_g, _ = two_batch_noise_scale(expected_sq(b_small), expected_sq(b_big), b_small, b_big)
     assert abs(naive_g / exact_g - 1) > 0.05  # the correction matters at B close to N
+
+
+def test_measured_minibatch_error_matches_every_subset_enumerated():
+    """E|g_B − G|² over random draws against its exact value from all C(n, B) minibatches
+    (exhaustive per-example gradients in float64), within sampling error; and the exact value
+    is tr Σ/B · (n − B)/(n − 1)."""
+    from itertools import combinations
+
+    rng = np.random.default_rng(3)
+    n, d = 10, 3
+    x, y, w = rng.normal(size=(n, d)), rng.normal(size=(n, 1)), rng.normal(size=(d, 1))
+    g = x * (x @ w - y)  # per-example gradients of ½(xᵀw − y)², [n, d]
+    full = g.mean(0)
+    sizes = (1, 2, 5, 9, 10)
+    exact = np.array([np.mean([np.sum((g[list(c)].mean(0) - full) ** 2)
+                               for c in combinations(range(n), b)]) for b in sizes])
+    trace = np.trace(np.cov(g.T, bias=True))
+    np.testing.assert_allclose(exact, trace * np.asarray(batch_noise_factor(np.array(sizes), n)),
+                               rtol=1e-5, atol=1e-12)
+    batch = (jnp.asarray(x, jnp.float32), jnp.asarray(y, jnp.float32))
+    error = jax.jit(lambda p: minibatch_gradient_error(linear_loss, p, batch, sizes,
+                                                       key=jax.random.key(0),
+                                                       num_draws=2000))(
+        jnp.asarray(w, jnp.float32))
+    mean, se = np.asarray(error.mean), np.asarray(error.se)
+    assert np.all(np.abs(mean[:-1] - exact[:-1]) < 4 * se[:-1]), (mean, exact, se)
+    assert np.all(np.abs(mean[:-1] / exact[:-1] - 1) < 0.1)
+    assert mean[-1] < 1e-10 * exact[0]  # B = n: the full gradient itself
+    with pytest.raises(ValueError, match=r"batch_sizes: 11 is not in 1..10"):
+        minibatch_gradient_error(linear_loss, jnp.asarray(w), batch, (11,), key=jax.random.key(0))
+    with pytest.raises(ValueError, match=r"num_draws: 1 is not an integer ≥ 2"):
+        minibatch_gradient_error(linear_loss, jnp.asarray(w), batch, (2,), key=jax.random.key(0),
+                                 num_draws=1)
 
 
 def test_ema_tracker_averages_numerator_and_denominator_separately():

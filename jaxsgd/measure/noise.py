@@ -17,6 +17,9 @@ Notation (SCIENCE.md): per-example gradients g_i of a mean loss, G = mean_i g_i,
   Hessian-vector products (forward-over-reverse): tr(HΣ) = mean_i (g_i − G)ᵀH(g_i − G) over
   every example, or an unbiased estimate from ``num_examples`` of them drawn with ``key``;
   also ε_max = |G|²/(GᵀHG), the optimal step of the full gradient.
+* ``minibatch_gradient_error(loss_fn, params, batch, batch_sizes, key=key)`` — the error
+  E|g_B − G|² of random minibatches of each size, measured over draws (mean and standard
+  error), to set against tr Σ/B · (n − B)/(n − 1).
 * ``noise_scale_ema(decay)`` — an optax-style ``(init, update)`` pair that smooths the two
   estimates with *separate* exponential moving averages and reports EMA(tr Σ)/EMA(|G|²), never
   the mean of per-step ratios (biased, and |G|²_est is often negative on a single step).
@@ -150,6 +153,59 @@ def batch_noise_factor(batch_size, num_train=None):
     if num_train is None:
         return 1.0 / b
     return (num_train - b) / ((num_train - 1.0) * b)
+
+
+class GradientError(NamedTuple):
+    """Measured minibatch gradient error per batch size: mean [K] = E|g_B − G|², se [K] its
+    standard error over the draws, draws the number of minibatches per batch size."""
+
+    mean: jax.Array
+    se: jax.Array
+    draws: int
+
+
+def minibatch_gradient_error(
+    loss_fn: Callable[[PyTree, PyTree], jax.Array],
+    params: PyTree,
+    batch: PyTree,
+    batch_sizes,
+    *,
+    key: jax.Array,
+    num_draws: int = 64,
+    draws_at_once: int = 4096,
+) -> GradientError:
+    """E|g_B − G|², measured: for each B of ``batch_sizes``, ``num_draws`` minibatches of B
+    examples drawn uniformly without replacement from the n examples of ``batch``
+    (independently per draw), each gradient against G, the gradient over all n.
+
+    The ground truth it tests, for B ≤ n: E|g_B − G|² = tr Σ · (n − B)/((n − 1)·B) with tr Σ
+    over the n examples (``gradient_noise_scale(...).trace_cov × batch_noise_factor(B, n)``).
+    Draws go ``draws_at_once`` examples at a time (``lax.map`` in batches: memory). Each B is
+    one program; the whole function also runs under ``jit`` (``batch_sizes`` static).
+    """
+    n = _batch_size(batch)
+    sizes = [int(b) for b in batch_sizes]
+    for b in sizes:
+        if not 1 <= b <= n:
+            raise ValueError(f"batch_sizes: {b!r} is not in 1..{n} (the examples of batch)")
+    if not isinstance(num_draws, int) or num_draws < 2:
+        raise ValueError(f"num_draws: {num_draws!r} is not an integer ≥ 2 (a standard error "
+                         f"needs two draws)")
+    grad = jax.grad(loss_fn)
+    full = grad(params, batch)
+    means, ses = [], []
+    for i, b in enumerate(sizes):
+        def error(k, b=b):
+            idx = jax.random.permutation(k, n)[:b]
+            g = grad(params, jax.tree.map(lambda a: a[idx], batch))
+            return sum(jnp.sum(jnp.square(x - y))
+                       for x, y in zip(jax.tree.leaves(g), jax.tree.leaves(full)))
+
+        keys = jax.random.split(jax.random.fold_in(key, i), num_draws)
+        errors = jax.lax.map(error, keys, batch_size=max(1, min(num_draws, draws_at_once // b)))
+        means.append(jnp.mean(errors))
+        ses.append(jnp.std(errors, ddof=1) / jnp.sqrt(num_draws))
+    return GradientError(jnp.stack(means), jnp.stack(ses), num_draws)
 
 
 def two_batch_noise_scale(small_sq_norm, big_sq_norm, b_small, b_big, num_train=None):
