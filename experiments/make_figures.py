@@ -21,7 +21,7 @@ from pathlib import Path
 
 HERE = Path(__file__).resolve().parent
 EXPERIMENTS = ("nqm", "critical_batch", "edge_of_stability", "keskar", "gradient_accuracy",
-               "lr_scaling")
+               "lr_scaling", "bigger_batch")
 
 
 def command(name: str, quick: bool, into: Path | None) -> list[str]:

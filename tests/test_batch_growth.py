@@ -269,3 +269,8 @@ def test_loss_curves_name_the_stages(schedule_sweep):
 
     fig = plot_loss_curves(schedule_sweep[1])
     assert [t.get_text() for t in fig.axes[0].get_legend().get_texts()] == ["B = 8 → 32 → 128"]
+    # Several sweeps on one axes: each named and coloured by the caller.
+    fig = plot_loss_curves(schedule_sweep[1], x="step", label="growth", color="C3")
+    assert [t.get_text() for t in fig.axes[0].get_legend().get_texts()] == [
+        "growth (B = 8 → 32 → 128)"]
+    assert fig.axes[0].get_lines()[0].get_color() == "C3"

@@ -127,3 +127,46 @@ def test_gradient_accuracy_quick_measures_the_finite_population_error(tmp_path):
             row["grad_sq_norm"], rel=1e-6)
         # Small batches are inaccurate: at B = 1 the error is many times the signal.
         assert row["error"][0] > 10 * row["grad_sq_norm"]
+
+
+def test_lr_scaling_quick_reports_best_and_stable_rates(tmp_path):
+    """Claim 2: per optimizer, the report's best rates are critical_batch_size's, the largest
+    stable rate is the largest at which every seed reaches the target, and below B_crit the
+    best rate does not fall as B grows."""
+    experiment, argv, out, figure, report = _run_quick("lr_scaling", tmp_path)
+    assert figure.with_suffix(".png").exists()
+    assert set(report["optimizers"]) == {"momentum", "adam"}
+    for name, r in report["optimizers"].items():
+        result = jaxsgd.load_sweep(out / name)
+        cbs = critical_batch_size(result, report["target_train_loss"], metric="train_loss")
+        assert r["best_lr"] == pytest.approx(list(cbs.table["learning_rate"].values))
+        assert r["b_crit"] == pytest.approx(cbs.b_crit)
+        steps = sweep_steps_to_target(result, report["target_train_loss"], "train_loss")
+        reached = np.isfinite(steps).all("seed")
+        for b, stable, best in zip(r["batch_sizes"], r["largest_stable_lr"], r["best_lr"]):
+            ok = reached.sel(batch_size=b).values
+            assert stable == pytest.approx(reached.learning_rate.values[ok].max())
+            assert best is None or best <= stable
+        below = [lr for b, lr in zip(r["batch_sizes"], r["best_lr"]) if b <= r["b_crit"]]
+        assert len(below) >= 2 and all(lr is not None for lr in below)
+        assert below == sorted(below), (name, below)
+
+
+def test_bigger_batch_quick_steps_fall_examples_rise_and_accumulation_matches(tmp_path):
+    """Claim 6: steps to target fall with B, examples rise beyond B_crit; the accumulated large
+    batch reaches the target in the large batch's steps with less gradient memory."""
+    experiment, argv, out, figure, report = _run_quick("bigger_batch", tmp_path)
+    assert figure.with_suffix(".png").exists()
+    rows = [r for r in report["rows"] if r["steps"] is not None]
+    steps = [r["steps"] for r in rows]
+    assert steps == sorted(steps, reverse=True)
+    assert rows[-1]["examples"] > rows[0]["examples"]
+    for r in rows:
+        assert r["examples"] == pytest.approx(r["steps"] * r["batch_size"])
+        assert r["seconds_to_target"] == pytest.approx(r["steps"] * r["seconds_per_step"])
+    acc = [r for r in rows if "accumulated" in r]
+    assert acc
+    for r in acc:
+        a = r["accumulated"]
+        assert a["steps_per_seed"] == a["large_batch_steps_per_seed"]
+        assert a["gradient_mib"] < r["gradient_mib"]

@@ -11,6 +11,7 @@ function returns its figure, which displays itself in a notebook (``jaxsgd.style
 from __future__ import annotations
 
 import os
+from typing import Any
 
 import matplotlib as mpl
 import numpy as np
@@ -173,9 +174,14 @@ def _batch_label(config, batch_size: int) -> str:
 
 def plot_loss_curves(result: SweepResult, metric: str = "train_loss", x: str = "examples", *,
                      select: dict | None = None, path: str | os.PathLike | None = None,
-                     ax: Axes | None = None) -> Figure:
+                     ax: Axes | None = None, label: str | None = None,
+                     color: Any = None) -> Figure:
     """``metric`` at every evaluation against ``x`` ("examples" seen or optimizer "step"),
     log–log, one line per batch size: the mean over seeds with a min–max band.
+
+    Several sweeps on one axes (e.g. one per schedule): pass the same ``ax`` with a ``label``
+    (the line's name, followed by its batch sizes) and a ``color`` for each sweep; by default
+    lines are named by their batch sizes and coloured along viridis.
 
     Each batch size is drawn at ``select`` (grid coordinates, e.g. ``{"learning_rate": 0.1}``;
     every swept dimension other than the seed must be given, or is held at) its best grid
@@ -201,7 +207,8 @@ def plot_loss_curves(result: SweepResult, metric: str = "train_loss", x: str = "
         else:
             fig = ax.figure
         batch_sizes = runs["batch_size"].values
-        colors = mpl.colormaps["viridis"](np.linspace(0.0, 0.85, len(batch_sizes)))
+        colors = (mpl.colormaps["viridis"](np.linspace(0.0, 0.85, len(batch_sizes)))
+                  if color is None else [color] * len(batch_sizes))
         drawn = []
         for color, b in zip(colors, batch_sizes):
             run = runs.sel(batch_size=b)
@@ -210,7 +217,9 @@ def plot_loss_curves(result: SweepResult, metric: str = "train_loss", x: str = "
             keep = xs > 0
             mean, low, high = _seed_band(values[keep])
             ax.fill_between(xs[keep], low, high, color=color, alpha=0.2, linewidth=0)
-            ax.plot(xs[keep], mean, color=color, label=_batch_label(result.config, int(b)))
+            name = _batch_label(result.config, int(b))
+            ax.plot(xs[keep], mean, color=color,
+                    label=name if label is None else f"{label} ({name})")
             drawn.append(values[keep])
         ax.set_xscale("log")
         plain_log_labels(ax.xaxis)
