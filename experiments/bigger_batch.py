@@ -7,9 +7,10 @@ step's cost does not grow with B) but not for examples, and it costs memory. Und
 limit, gradient accumulation gives the large batch's result at the small batch's memory.
 
 One sweep: MNIST-1D (4000 training examples), MLP 40-256-256-10, SGD with momentum 0.9,
-batch sizes 8 to 2048 × 9 learning rates (0.004 to 1.024) × 2 seeds, 2^17 examples per run; steps to a
-training-loss target at the best learning rate of each batch size (``critical_batch_size``,
-which also fits S(B) = S_min(1 + B_crit/B)). Then, for one run on one device of this machine:
+batch sizes 8 to 2048 × 9 learning rates (0.004 to 1.024) × 2 seeds, 2^17 examples per run;
+steps to a training-loss target at the best learning rate of each batch size
+(``critical_batch_size``, which also fits S(B) = S_min(1 + B_crit/B)). Then, for one run on
+one device of this machine:
 
 * seconds per step (``jaxsgd.engine.cost.step_cost``: the sweep's own step, compiled for one
   run, median of timed spans) × steps to target = wall time to target;
@@ -160,7 +161,8 @@ def plot(report: dict, path: Path) -> None:
 def main(argv=None) -> dict:
     args = experiment_args(__doc__, "bigger_batch", ROOT, argv)
     preset = PRESETS[args.preset]
-    result = jaxsgd.run_sweep(preset["config"], args.out / "grid", progress=args.progress)
+    result = jaxsgd.run_sweep(args.configure(preset["config"]), args.out / "grid",
+                              progress=args.progress)
     report = analyse(result, preset, args.out, args.progress)
     write_report(args.figure, report)
     plot(report, args.figure)

@@ -142,7 +142,7 @@ def plot(rows: list[dict], path: Path) -> None:
 def main(argv=None) -> list[dict]:
     args = experiment_args(__doc__, "critical_batch", ROOT, argv)
     preset, out, figure = PRESETS[args.preset], args.out, args.figure
-    result = jaxsgd.run_sweep(preset["config"], out,
+    result = jaxsgd.run_sweep(args.configure(preset["config"]), out,
                               probes=(jaxsgd.noise_scale_probe(every=preset["every"]),),
                               progress=args.progress)
     rows = analyse(result, preset["targets"])

@@ -109,7 +109,7 @@ def plot(report: dict, path: Path) -> None:
 def main(argv=None) -> dict:
     args = experiment_args(__doc__, "edge_of_stability", ROOT, argv)
     preset, out, figure = PRESETS[args.preset], args.out, args.figure
-    config = preset["config"]
+    config = args.configure(preset["config"])
     data = jaxsgd.load_dataset(config.data, **dict(config.data_options))
     if max(config.batch_sizes) != data.num_train:
         raise SystemExit(f"the largest batch size must be the training set "

@@ -140,7 +140,7 @@ def plot(report: dict, path: Path) -> None:
 def main(argv=None) -> dict:
     args = experiment_args(__doc__, "gradient_accuracy", ROOT, argv)
     preset, out, figure_path = PRESETS[args.preset], args.out, args.figure
-    result = jaxsgd.run_sweep(preset["config"], out, progress=args.progress)
+    result = jaxsgd.run_sweep(args.configure(preset["config"]), out, progress=args.progress)
     report = analyse(result, preset["batch_sizes"], preset["draws"], preset["slice_size"])
     write_report(figure_path, report)
     plot(report, figure_path)

@@ -127,7 +127,7 @@ def plot(report: dict, path: Path) -> None:
 def main(argv=None) -> dict:
     args = experiment_args(__doc__, "keskar", ROOT, argv)
     preset, out, figure = PRESETS[args.preset], args.out, args.figure
-    result = jaxsgd.run_sweep(preset["config"], out, progress=args.progress)
+    result = jaxsgd.run_sweep(args.configure(preset["config"]), out, progress=args.progress)
     report = analyse(result, preset["options"], preset["alphas"])
     write_report(figure, report)
     plot(report, figure)

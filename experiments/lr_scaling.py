@@ -155,7 +155,8 @@ def main(argv=None) -> dict:
     preset = PRESETS[args.preset]
     report = {"target_train_loss": preset["target"], "optimizers": {}}
     for name, config in preset["sweeps"].items():
-        result = jaxsgd.run_sweep(config, args.out / name, progress=args.progress)
+        result = jaxsgd.run_sweep(args.configure(config), args.out / name,
+                                  progress=args.progress)
         report["optimizers"][name] = analyse_one(result, preset["target"],
                                                  preset["other_targets"])
     write_report(args.figure, report)

@@ -170,3 +170,23 @@ def test_bigger_batch_quick_steps_fall_examples_rise_and_accumulation_matches(tm
         a = r["accumulated"]
         assert a["steps_per_seed"] == a["large_batch_steps_per_seed"]
         assert a["gradient_mib"] < r["gradient_mib"]
+
+
+def test_experiment_command_line_replaces_data_model_and_budget():
+    from jaxsgd.experiment_cli import experiment_args
+
+    args = experiment_args("doc", "name", Path("/tmp"), [
+        "--data", "mnist", "--data-option", "path=/data/mnist", "--data-option",
+        "standardize=global", "--model", "cnn", "--model-option", "width=64",
+        "--budget", "1048576"])
+    config = args.configure(jaxsgd.SweepConfig())
+    assert (config.data, dict(config.data_options)) == (
+        "mnist", {"path": "/data/mnist", "standardize": "global"})
+    assert (config.model, dict(config.model_options)) == ("cnn", {"width": 64})
+    assert config.budget == 2**20
+    assert experiment_args("doc", "name", Path("/tmp"), []).configure(
+        jaxsgd.SweepConfig()) == jaxsgd.SweepConfig()
+    with pytest.raises(SystemExit, match="--data-option: 'path' is not KEY=VALUE"):
+        experiment_args("doc", "name", Path("/tmp"), ["--data", "mnist", "--data-option", "path"])
+    with pytest.raises(SystemExit, match="--model-option needs --model"):
+        experiment_args("doc", "name", Path("/tmp"), ["--model-option", "width=3"])
