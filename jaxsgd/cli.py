@@ -22,7 +22,8 @@ from pathlib import Path
 from typing import Any, Sequence
 
 from jaxsgd._util import signature_text
-from jaxsgd.config import (BUDGET_UNITS, LOSSES, OPTIMIZERS, SAMPLINGS, SCHEDULES, SCHEMA, ConfigError,
+from jaxsgd.config import (BUDGET_UNITS, LOSSES, LR_SCALINGS, OPTIMIZERS, SAMPLINGS, SCHEDULES,
+                           SCHEMA, ConfigError,
                            SweepConfig)
 from jaxsgd.hyperparams import HYPERPARAMETERS
 from jaxsgd.models.registry import FACTORIES, SHAPE_ARGUMENTS
@@ -53,6 +54,10 @@ _KEY_HELP = {
     "optimizer.horizon_batch_size": "Adam's grid.b2 is given at this batch size and rescaled "
                                     "at the others to keep its half-life in examples",
     "optimizer.horizon_b1": "rescale beta1 (grid.momentum) the same way",
+    "optimizer.lr_scaling": "per-batch-size rates: grid.learning_rate is given at "
+                            "lr_batch_size and scaled by B/B_ref (linear) or its square root",
+    "optimizer.lr_batch_size": "the batch size at which grid.learning_rate applies "
+                               "(1: the grid holds learning rate / B)",
     "training.divergence_factor": "a run diverges when its minibatch loss is non-finite or its "
                                   "running average exceeds this multiple of its first loss",
     "training.divergence_horizon": "examples the divergence rule's running average spans "
@@ -81,6 +86,7 @@ _CHOICES = {
     "optimizer.schedule": SCHEDULES,
     "training.sampling": SAMPLINGS,
     "training.loss": LOSSES,
+    "optimizer.lr_scaling": LR_SCALINGS,
     "training.budget_unit": BUDGET_UNITS,
     "target.metric": tuple(TARGET_METRICS),
 }

@@ -32,6 +32,7 @@ LOSSES = ("cross_entropy", "mse")  # the named losses of jaxsgd.losses
 OPTIMIZERS = ("sgd", "momentum", "nesterov", "adam", "adamw")
 SCHEDULES = ("constant", "cosine", "step")
 SAMPLINGS = ("epoch", "replacement")
+LR_SCALINGS = ("none", "linear", "sqrt")  # jaxsgd.optimizers.scaled_learning_rate
 BUDGET_UNITS = ("examples", "steps")
 
 
@@ -116,6 +117,13 @@ class SweepConfig:
     accumulation: each step's batch of B goes through as this many microbatches of B/k
         (memory for B/k examples' activations; the same mean loss and gradient). Must divide
         every batch size.
+    lr_scaling / lr_batch_size: per-batch-size learning rates by a rule: the grid's
+        learning_rate is the rate at ``lr_batch_size``, and at batch size B the runs use
+        ε·(B/B_ref) ("linear", Goyal et al. 2017) or ε·√(B/B_ref) ("sqrt", Malladi et al. 2022)
+        (``jaxsgd.optimizers.scaled_learning_rate``; per stage of a batch-size schedule). With
+        B_ref = 1 the grid value is ε/B: runs at matched ε/B. The results keep the grid value as
+        ``learning_rate`` and the rate used as the ``learning_rate_used`` coordinate
+        [batch_size, learning_rate] (the first stage's). "none" (default): the grid's rate.
     horizon_batch_size / horizon_b1: Adam's β2 (and with ``horizon_b1`` β1, the momentum) is
         the grid's value at this batch size and is rescaled at every other one to keep its
         half-life in examples (``jaxsgd.optimizers.fixed_horizon``). None: β as given.
@@ -164,6 +172,8 @@ class SweepConfig:
     growth_boundaries: tuple[float, ...] = ()
     horizon_batch_size: int | None = None
     horizon_b1: bool = False
+    lr_scaling: str = "none"
+    lr_batch_size: int | None = None
     target_metric: str | None = None
     target_value: float | None = None
     stop_at_target: bool = False
@@ -241,6 +251,8 @@ class SweepConfig:
                 "decay_boundaries": list(self.decay_boundaries),
                 "horizon_batch_size": self.horizon_batch_size,
                 "horizon_b1": self.horizon_b1 or None,  # absent when False
+                "lr_scaling": None if self.lr_scaling == "none" else self.lr_scaling,
+                "lr_batch_size": self.lr_batch_size,
             },
             "training": {
                 "batch_sizes": list(self.batch_sizes),
@@ -293,6 +305,8 @@ SCHEMA: dict[str, dict[str, tuple[str, str]]] = {
         "decay_boundaries": ("decay_boundaries", "float_list"),
         "horizon_batch_size": ("horizon_batch_size", "int"),
         "horizon_b1": ("horizon_b1", "bool"),
+        "lr_scaling": ("lr_scaling", "str"),
+        "lr_batch_size": ("lr_batch_size", "int"),
     },
     "training": {
         "batch_sizes": ("batch_sizes", "int_list"),
@@ -462,6 +476,18 @@ def validate(config: SweepConfig, num_train: int | None = None) -> SweepConfig:
                f"(adam, adamw, or your own optimizer reading hp.b2)")
     _check(not c.horizon_b1 or c.horizon_batch_size is not None,
            "optimizer.horizon_b1: true needs optimizer.horizon_batch_size")
+    _check(c.lr_scaling in LR_SCALINGS,
+           f"optimizer.lr_scaling: unknown rule {c.lr_scaling!r}; known: {', '.join(LR_SCALINGS)}")
+    if c.lr_scaling == "none":
+        _check(c.lr_batch_size is None,
+               f"optimizer.lr_batch_size: {c.lr_batch_size!r} given, but optimizer.lr_scaling is "
+               f"'none'; set the rule (linear or sqrt)")
+    else:
+        _check(isinstance(c.lr_batch_size, (int, np.integer))
+               and not isinstance(c.lr_batch_size, bool) and c.lr_batch_size > 0,
+               f"optimizer.lr_batch_size: {c.lr_batch_size!r} is not a positive integer (the "
+               f"batch size at which grid.learning_rate applies, needed by lr_scaling = "
+               f"{c.lr_scaling!r})")
     if c.eval_every is not None:
         _check(0 < c.eval_every <= c.budget,
                f"evaluation.every: {c.eval_every!r} must be in 1..budget ({c.budget})")

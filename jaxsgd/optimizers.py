@@ -126,6 +126,29 @@ def fixed_horizon(hparams: HParams, batch_size: int, reference: int,
     return out._replace(momentum=hparams.momentum ** r) if b1 else out
 
 
+def learning_rate_factor(batch_size: int, reference: int, rule: str) -> float:
+    """The factor a per-batch-size rule applies to a learning rate given at batch size
+    ``reference``: B/B_ref ("linear": Goyal et al. 2017), √(B/B_ref) ("sqrt": Malladi et al.
+    2022) or 1 ("none")."""
+    if rule == "none":
+        return 1.0
+    if rule not in ("linear", "sqrt"):
+        raise ValueError(f"rule: {rule!r} is not one of none, linear, sqrt")
+    ratio = batch_size / reference
+    return ratio if rule == "linear" else ratio**0.5
+
+
+def scaled_learning_rate(hparams: HParams, batch_size: int, reference: int,
+                         rule: str) -> HParams:
+    """The grid's learning rate ε, given at batch size ``reference``, at ``batch_size``
+    (``learning_rate_factor``). E.g. ε = 0.1 at B_ref = 256 is 0.4 at B = 1024 (linear), 0.2
+    (sqrt)."""
+    if rule == "none":
+        return hparams
+    return hparams._replace(
+        learning_rate=hparams.learning_rate * learning_rate_factor(batch_size, reference, rule))
+
+
 def half_life(one_minus_beta, batch_size: int):
     """The examples over which an EMA with decay β = 1 − ``one_minus_beta`` per step of
     ``batch_size`` examples halves a past value's weight: B · ln 2 / (−ln β)."""

@@ -9,7 +9,8 @@ A sweep's metrics are one ``xarray.Dataset`` with dimensions
   ``step``. Coordinates ``step`` and ``examples`` along it (2-D with ``batch_size``) give the
   actual optimizer step and examples seen at each evaluation; with a batch-size schedule,
   ``batch_size`` is each run's first stage's and ``stage_batch_size`` (2-D too) the batch size
-  of the stage an evaluation falls in.
+  of the stage an evaluation falls in. With ``lr_scaling``, ``learning_rate_used`` (along
+  ``learning_rate``, 2-D with ``batch_size``) is the rate the runs used.
 
 Variables: ``{train,test}_{loss,accuracy}``, ``batch_loss`` (mean minibatch loss since the
 previous evaluation), ``batch_loss_max`` and ``batch_loss_spikes`` (its largest minibatch loss
@@ -33,6 +34,7 @@ import xarray as xr
 from jaxsgd.config import SweepConfig
 from jaxsgd.engine.evaluation import eval_slots, evaluation_points, evaluation_steps
 from jaxsgd.hyperparams import GRID_FIELDS
+from jaxsgd.optimizers import learning_rate_factor
 from jaxsgd.targets import metric_values, steps_to_target, target_direction
 
 PyTree = Any
@@ -205,6 +207,10 @@ def group_dataset(
     coords[edim] = points
     coords["step" if edim == "examples" else "examples"] = (
         edim, config.examples_at(batch_size, steps) if edim == "step" else steps)
+    if config.lr_scaling != "none":  # the rate the runs used: the grid's, scaled to B
+        factor = learning_rate_factor(batch_size, config.lr_batch_size, config.lr_scaling)
+        coords["learning_rate_used"] = ("learning_rate",
+                                        np.asarray(axes["learning_rate"]) * factor)
     if config.grows:  # the batch size of the stage each evaluated step belongs to
         stages = config.stages(batch_size)
         first = np.asarray([st.first_step for st in stages])

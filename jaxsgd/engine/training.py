@@ -40,7 +40,7 @@ from jaxsgd.engine.monitor import LossMonitor, decay, init_monitor, new_interval
 from jaxsgd.engine.sampling import SamplerState, init_sampler, sample_indices, stage_key
 from jaxsgd.hyperparams import HParams
 from jaxsgd.measure.per_example import fused_norms
-from jaxsgd.optimizers import fixed_horizon, make_optimizer
+from jaxsgd.optimizers import fixed_horizon, make_optimizer, scaled_learning_rate
 from jaxsgd.probes.base import Probe, StepGradients, num_probe_points
 from jaxsgd.targets import metric_values, target_direction, target_reached
 
@@ -68,6 +68,8 @@ class TrainSpec:
     accumulation: int = 1  # microbatches per step (memory ∝ batch_size / accumulation)
     horizon_batch_size: int | None = None  # Adam's β2 (β1 too: horizon_b1) given at this B
     horizon_b1: bool = False
+    lr_scaling: str = "none"  # the grid's rate is given at lr_batch_size, scaled to batch_size
+    lr_batch_size: int | None = None
     eval_slice: int | None = 1024  # evaluation examples per slice (memory), None: all at once
     stop_metric: str | None = None  # freeze a run at the first evaluation meeting the target
     stop_value: float = 0.0
@@ -218,6 +220,8 @@ def optimizer(group: Group, hp: HParams) -> optax.GradientTransformation:
     with ``horizon_b1``, rescaled to this batch size when ``horizon_batch_size`` is set:
     ``jaxsgd.optimizers.fixed_horizon``).
 
+    The peak learning rate is the grid's, or with ``lr_scaling`` the grid's scaled from
+    ``lr_batch_size`` to this batch size (``jaxsgd.optimizers.scaled_learning_rate``).
     The learning-rate schedule runs over the optimizer's step count and ``num_steps`` — or,
     with ``clock_steps`` (a batch-size schedule with a budget in examples), over the examples
     seen in steps of the first stage's batch size, E(t)/B₀, and ``clock_steps`` = budget // B₀:
@@ -226,6 +230,8 @@ def optimizer(group: Group, hp: HParams) -> optax.GradientTransformation:
     spec = group.spec
     if spec.horizon_batch_size is not None:
         hp = fixed_horizon(hp, spec.batch_size, spec.horizon_batch_size, b1=spec.horizon_b1)
+    if spec.lr_scaling != "none":
+        hp = scaled_learning_rate(hp, spec.batch_size, spec.lr_batch_size, spec.lr_scaling)
     if spec.clock_steps:
         return make_optimizer(spec.optimizer, hp, spec.clock_steps, spec.schedule,
                               spec.decay_boundaries, clock=partial(examples_clock, spec.stages))
