@@ -190,3 +190,21 @@ def test_experiment_command_line_replaces_data_model_and_budget():
         experiment_args("doc", "name", Path("/tmp"), ["--data", "mnist", "--data-option", "path"])
     with pytest.raises(SystemExit, match="--model-option needs --model"):
         experiment_args("doc", "name", Path("/tmp"), ["--model-option", "width=3"])
+
+
+def test_decay_or_grow_quick_growth_matches_decay_in_fewer_steps(tmp_path):
+    """Claim 3: growing the batch where the step schedule decays the rate reaches about the
+    decayed run's loss at the same examples, in fewer optimizer steps."""
+    experiment, argv, out, figure, report = _run_quick("decay_or_grow", tmp_path)
+    assert figure.with_suffix(".png").exists()
+    rows = report["schedules"]
+    assert set(rows) == {"constant", "step decay", "batch growth"}
+    lr = f"{report['shown_learning_rate']:g}"
+    decay, grow = rows["step decay"][lr], rows["batch growth"][lr]
+    assert grow["batch_sizes"] == [8, 40, 200] and decay["batch_sizes"] == [8]
+    assert grow["examples"] == decay["examples"]  # evaluated at the same examples
+    assert grow["steps"] < 0.6 * decay["steps"]
+    assert abs(np.mean(grow["final_train_loss"]) / np.mean(decay["final_train_loss"]) - 1) < 0.1
+    result = jaxsgd.load_sweep(out / "batch_growth")
+    assert list(result.metrics.stage_batch_size.values.ravel()) == [
+        8 if e < 2048 else 40 if e < 3072 else 200 for e in grow["examples"]]
