@@ -21,7 +21,7 @@ from pathlib import Path
 
 HERE = Path(__file__).resolve().parent
 EXPERIMENTS = ("nqm", "critical_batch", "edge_of_stability", "keskar", "gradient_accuracy",
-               "lr_scaling", "bigger_batch", "decay_or_grow")
+               "lr_scaling", "bigger_batch", "decay_or_grow", "small_batch_outliers")
 
 
 def command(name: str, quick: bool, into: Path | None) -> list[str]:

@@ -208,3 +208,22 @@ def test_decay_or_grow_quick_growth_matches_decay_in_fewer_steps(tmp_path):
     result = jaxsgd.load_sweep(out / "batch_growth")
     assert list(result.metrics.stage_batch_size.values.ravel()) == [
         8 if e < 2048 else 40 if e < 3072 else 200 for e in grow["examples"]]
+
+
+def test_small_batch_outliers_quick_b1_survives_where_large_batches_diverge(tmp_path):
+    """Claim 4: at matched ε/B, B = 1 never diverges while B = 64 does at the high ratio, and
+    B = 1 counts more loss spikes; the mislabelled sweep records its outliers."""
+    experiment, argv, out, figure, report = _run_quick("small_batch_outliers", tmp_path)
+    assert figure.with_suffix(".png").exists()
+    assert set(report["sgd"]) == {"clean", "5% mislabelled"}
+    for name, table in report["sgd"].items():
+        small, large = table["1"], table["64"]
+        assert all(r["diverged"] == 0 for r in small), name
+        assert large[-1]["lr_over_b"] == 0.05 and large[-1]["diverged"] == 1, name
+        for a, b in zip(small, large):
+            assert a["spikes_per_1000_steps"] > b["spikes_per_1000_steps"], name
+    outliers = jaxsgd.load_sweep(out / "sgd_mislabel").provenance["run"]["data"]["outliers"]
+    assert len(outliers["mislabelled"]) == 40  # 5% of the 800 training examples
+    result = jaxsgd.load_sweep(out / "sgd_clean")
+    np.testing.assert_allclose(result.metrics.learning_rate_used.sel(batch_size=64).values,
+                               [0.64, 3.2])
