@@ -21,7 +21,7 @@ one device of this machine:
 Writes ``figures/bigger_batch.{pdf,png}`` and ``.json``; the sweeps are saved to ``--out``
 (re-running resumes them, finished ones are only re-analysed; timings are measured anew).
 
-    python experiments/bigger_batch.py            # the figure (about 10 minutes on 2 cores)
+    python experiments/bigger_batch.py            # the figure (about 4 minutes on 2 cores)
     python experiments/bigger_batch.py --quick    # seconds: a tiny version (for tests)
 """
 

@@ -26,7 +26,7 @@ optimizer steps each needs.
 Writes ``figures/decay_or_grow.{pdf,png}`` and ``.json``; the sweeps are saved to ``--out``
 (re-running resumes them, finished ones are only re-analysed).
 
-    python experiments/decay_or_grow.py            # the figure (minutes on 2 cores)
+    python experiments/decay_or_grow.py            # the figure (about 1.5 minutes on 2 cores)
     python experiments/decay_or_grow.py --quick    # seconds: a tiny version (for tests)
 """
 

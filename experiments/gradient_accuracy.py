@@ -20,7 +20,7 @@ One run: MNIST-1D (4000 training examples), MLP 40-256-256-10, SGD with momentum
 Writes ``figures/gradient_accuracy.{pdf,png}`` and ``.json``; the run is saved to ``--out``
 (re-running resumes it, and a finished run is only re-analysed).
 
-    python experiments/gradient_accuracy.py            # the figure (about a minute on 2 cores)
+    python experiments/gradient_accuracy.py            # the figure (about 2 minutes on 2 cores)
     python experiments/gradient_accuracy.py --quick    # seconds: a tiny version (for tests)
 """
 

@@ -21,7 +21,7 @@ other targets are reported too):
 Writes ``figures/lr_scaling.{pdf,png}`` and ``.json``; the sweeps are saved to ``--out``
 (``OUT/momentum``, ``OUT/adam``; re-running resumes them, finished ones are only re-analysed).
 
-    python experiments/lr_scaling.py            # the figure (about 10 minutes on 2 cores)
+    python experiments/lr_scaling.py            # the figure (about 8 minutes on 2 cores)
     python experiments/lr_scaling.py --quick    # seconds: a tiny version (for tests)
 """
 

@@ -6,7 +6,7 @@ README's verdicts (sweep folders in ``runs/NAME``, resumed if present). ``--quic
 tests' presets instead, into a temporary folder (or ``--into``), leaving ``figures/`` alone.
 
     python experiments/make_figures.py                    # every figure (about 31 minutes on 2 cores)
-    python experiments/make_figures.py --quick            # every quick preset (a minute)
+    python experiments/make_figures.py --quick            # every quick preset (about 2 minutes)
     python experiments/make_figures.py --only keskar nqm  # some of them
 """
 

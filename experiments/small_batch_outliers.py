@@ -26,7 +26,7 @@ equals B = 64 exactly — ``experiments/bigger_batch.py`` — at B = 1's memory.
 Writes ``figures/small_batch_outliers.{pdf,png}`` and ``.json``; the sweeps are saved to
 ``--out`` (re-running resumes them, finished ones are only re-analysed).
 
-    python experiments/small_batch_outliers.py            # the figure (minutes on 2 cores)
+    python experiments/small_batch_outliers.py            # the figure (about 3 minutes on 2 cores)
     python experiments/small_batch_outliers.py --quick    # seconds: a tiny version (for tests)
 """
 
