@@ -274,3 +274,9 @@ def test_loss_curves_name_the_stages(schedule_sweep):
     assert [t.get_text() for t in fig.axes[0].get_legend().get_texts()] == [
         "growth (B = 8 → 32 → 128)"]
     assert fig.axes[0].get_lines()[0].get_color() == "C3"
+    # The summary table names the schedule and each group's stages.
+    from jaxsgd.analysis.summary import summarize
+
+    table = summarize(schedule_sweep[1])
+    assert "batch ×4 at 0.5, 0.75 of the budget" in table
+    assert "8→32→128" in table

@@ -85,6 +85,11 @@ def _header(result: SweepResult) -> str:
     seeds = result.metrics.sizes.get("seed", 1)
     parts = [f"{c.data} / {c.model} / {c.optimizer} ({c.schedule})",
              f"budget {c.budget} {c.budget_unit}"]
+    if c.grows:
+        parts.append(f"batch ×{c.batch_growth} at "
+                     f"{', '.join(f'{b:g}' for b in c.growth_boundaries)} of the budget")
+    if c.lr_scaling != "none":
+        parts.append(f"learning rate {c.lr_scaling} in B from B = {c.lr_batch_size}")
     if "steps_to_target" in result.metrics:
         direction = "<=" if target_direction(c.target_metric) == "min" else ">="
         parts.append(f"target {c.target_metric} {direction} {c.target_value:g}")
@@ -129,7 +134,8 @@ def summarize(result: SweepResult) -> str:
     rows = []
     for b in metrics["batch_size"].values:
         b = int(b)
-        row = [str(b), str(config.num_steps(b))]
+        sizes = [st.batch_size for st in config.stages(b)] if config.grows else [b]
+        row = ["→".join(map(str, sizes)), str(config.num_steps(b))]
         row += [_format_value(float(best[d].sel(batch_size=b))) for d in dims]
         at_best = runs.sel(batch_size=b)
         if has_target:
