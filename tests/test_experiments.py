@@ -159,7 +159,10 @@ def test_bigger_batch_quick_steps_fall_examples_rise_and_accumulation_matches(tm
     assert figure.with_suffix(".png").exists()
     rows = [r for r in report["rows"] if r["steps"] is not None]
     steps = [r["steps"] for r in rows]
-    assert steps == sorted(steps, reverse=True)
+    # Steps fall with B (past B_crit ≈ 32 they level off: 56, 15, 14 measured, so allow a
+    # step's noise there), examples rise.
+    assert steps[-1] < steps[0] / 2
+    assert all(later <= earlier * 1.2 for earlier, later in zip(steps, steps[1:])), steps
     assert rows[-1]["examples"] > rows[0]["examples"]
     for r in rows:
         assert r["examples"] == pytest.approx(r["steps"] * r["batch_size"])
