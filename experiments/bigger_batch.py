@@ -27,6 +27,7 @@ Writes ``figures/bigger_batch.{pdf,png}`` and ``.json``; the sweeps are saved to
 
 from __future__ import annotations
 
+import dataclasses
 import math
 from pathlib import Path
 
@@ -71,8 +72,7 @@ def accumulated_run(config, batch_size: int, micro: int, learning_rate: float, t
     """The group at ``batch_size`` again, as microbatches of ``micro`` examples, at the
     given learning rate: (its steps to target per seed, its config)."""
     acc = config.replace(batch_sizes=(batch_size,), accumulation=batch_size // micro,
-                         grid=config.grid.__class__(**{**config.grid.axes(),
-                                                       "learning_rate": (learning_rate,)}))
+                         grid=dataclasses.replace(config.grid, learning_rate=(learning_rate,)))
     result = jaxsgd.run_sweep(acc, out / f"accumulated_bs{batch_size}", progress=progress)
     steps = sweep_steps_to_target(result, target, metric="train_loss")
     return steps.sel(batch_size=batch_size).squeeze(), acc
@@ -91,18 +91,15 @@ def analyse(result, preset: dict, out: Path, progress: bool) -> dict:
         row = {"batch_size": b, "learning_rate": _float(lr), "steps": _float(steps),
                "examples": _float(steps * b)}
         if math.isfinite(lr):
-            cost = step_cost(config.replace(grid=jaxsgd.Grid(learning_rate=(lr,),
-                                                             momentum=config.grid.momentum)),
-                             b, steps=preset["timing_steps"])
+            cost = step_cost(config.replace(grid=dataclasses.replace(
+                config.grid, learning_rate=(lr,))), b, steps=preset["timing_steps"])
             row.update(seconds_per_step=cost.seconds, gradient_mib=cost.gradient_bytes / 2**20,
                        seconds_to_target=_float(steps * cost.seconds))
         if b in preset["accumulated"] and math.isfinite(lr):
             acc_steps, acc = accumulated_run(config, b, micro, lr, target, out,
                                             progress)
             large = steps_all.sel(batch_size=b, learning_rate=lr)
-            acc_cost = step_cost(acc.replace(grid=jaxsgd.Grid(learning_rate=(lr,),
-                                                              momentum=config.grid.momentum)),
-                                 b, steps=preset["timing_steps"])
+            acc_cost = step_cost(acc, b, steps=preset["timing_steps"])  # its grid: lr alone
             mean_steps = float(np.mean(acc_steps.values))
             row["accumulated"] = {
                 "microbatch": micro, "microbatches": b // micro,

@@ -210,10 +210,15 @@ class SweepConfig:
         return tuple(out)
 
     def num_steps(self, batch_size: int) -> int:
-        """Optimizer steps of a run starting at this batch size (all its stages)."""
-        if not self.grows:
-            return self.budget if self.budget_unit == "steps" else self.budget // batch_size
+        """Optimizer steps of a run starting at this batch size (all its stages): budget // B
+        (examples) or budget (steps) without growth."""
         return sum(stage.num_steps for stage in self.stages(batch_size))
+
+    def stage_of(self, batch_size: int, steps) -> np.ndarray:
+        """The stage index [P] of each global optimizer step [P] (the last stage for the final
+        step ``num_steps``); 0 everywhere without growth."""
+        first = [stage.first_step for stage in self.stages(batch_size)]
+        return np.searchsorted(first, np.asarray(steps), side="right") - 1
 
     def steps_at(self, batch_size: int, points) -> np.ndarray:
         """The optimizer step [P] int64 of a run starting at ``batch_size`` at each nominal

@@ -168,8 +168,7 @@ def plot_sweep(result: SweepResult, path: str | os.PathLike | None = None) -> Fi
 
 def _batch_label(config, batch_size: int) -> str:
     """"B = 16", or a batch-size schedule's stages "B = 16 → 80 → 400"."""
-    sizes = [st.batch_size for st in config.stages(batch_size)] if config.grows else [batch_size]
-    return "B = " + " → ".join(str(b) for b in sizes)
+    return "B = " + " → ".join(str(st.batch_size) for st in config.stages(batch_size))
 
 
 def plot_loss_curves(result: SweepResult, metric: str = "train_loss", x: str = "examples", *,

@@ -134,8 +134,8 @@ def summarize(result: SweepResult) -> str:
     rows = []
     for b in metrics["batch_size"].values:
         b = int(b)
-        sizes = [st.batch_size for st in config.stages(b)] if config.grows else [b]
-        row = ["→".join(map(str, sizes)), str(config.num_steps(b))]
+        row = ["→".join(str(st.batch_size) for st in config.stages(b)),
+               str(config.num_steps(b))]
         row += [_format_value(float(best[d].sel(batch_size=b))) for d in dims]
         at_best = runs.sel(batch_size=b)
         if has_target:

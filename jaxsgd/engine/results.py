@@ -212,10 +212,8 @@ def group_dataset(
         coords["learning_rate_used"] = ("learning_rate",
                                         np.asarray(axes["learning_rate"]) * factor)
     if config.grows:  # the batch size of the stage each evaluated step belongs to
-        stages = config.stages(batch_size)
-        first = np.asarray([st.first_step for st in stages])
-        sizes = np.asarray([st.batch_size for st in stages])
-        coords["stage_batch_size"] = (edim, sizes[np.searchsorted(first, steps, "right") - 1])
+        sizes = np.asarray([st.batch_size for st in config.stages(batch_size)])
+        coords["stage_batch_size"] = (edim, sizes[config.stage_of(batch_size, steps)])
     for pname, (every, outputs) in (probe_outputs or {}).items():
         pdim = f"{pname}_step"
         for key, values in outputs.items():

@@ -328,11 +328,6 @@ def segments(start: int, num_steps: int, starts: set[int], snapshots: Sequence[i
     return [start, *sorted(t for t in inner if start < t < num_steps), num_steps]
 
 
-def stage_of(specs: Sequence[TrainSpec], step: int) -> int:
-    """The stage whose steps include global ``step`` (0 without growth)."""
-    return max((s for s, spec in enumerate(specs) if spec.first_step <= step), default=0)
-
-
 def run_group(sweep: _Sweep, batch_size: int, snapshot: Any = None, snapshot_step: int = 0):
     """Train every run at one batch size, in chunks; returns the final ``RunState`` on the
     host (numpy, ``[runs, ...]``, no padding). Resumes from the group's checkpoint if any, or
@@ -371,7 +366,7 @@ def run_group(sweep: _Sweep, batch_size: int, snapshot: Any = None, snapshot_ste
         _keep_snapshot(sweep, batch_size, start, _unpad(to_host(state), runs), expected)
     bounds = segments(start, num_steps, span_starts(specs, sweep.chunk_steps), keep)
     for first, last in zip(bounds[:-1], bounds[1:]):
-        stage = stage_of(specs, first)
+        stage = int(config.stage_of(batch_size, first))
         span = replicate((steps[first:last], slots[first:last]), sweep.mesh)
         state = stages[stage].advance(state, sweep.hparams, sweep.data, *span)
         checkpoint = path is not None and last < num_steps
