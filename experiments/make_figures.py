@@ -5,7 +5,7 @@ with its full preset: what produced the committed figures, their ``.json`` numbe
 README's verdicts (sweep folders in ``runs/NAME``, resumed if present). ``--quick`` runs the
 tests' presets instead, into a temporary folder (or ``--into``), leaving ``figures/`` alone.
 
-    python experiments/make_figures.py                    # every figure (about 31 minutes on 2 cores)
+    python experiments/make_figures.py                    # every figure (about 46 minutes on 2 cores)
     python experiments/make_figures.py --quick            # every quick preset (about 2 minutes)
     python experiments/make_figures.py --only keskar nqm  # some of them
 """

@@ -22,13 +22,15 @@ from typing import Any, NamedTuple, Sequence
 
 class ExperimentArgs(NamedTuple):
     """preset: "quick" or "full"; out: sweep folder; figure: path without suffix; changes:
-    the configuration fields given on the command line (data, model, budget)."""
+    the configuration fields given on the command line (data, model, budget); parts: the
+    parts of a several-part experiment to run (``--part``; all of them by default)."""
 
     preset: str
     out: Path
     figure: Path
     progress: bool
     changes: dict | None = None
+    parts: tuple[str, ...] = ()
 
     def configure(self, config):
         """A preset's ``SweepConfig`` with the command line's data, model and budget."""
@@ -50,9 +52,10 @@ def _options(pairs: Sequence[str], flag: str) -> dict[str, Any]:
     return out
 
 
-def experiment_args(doc: str, name: str, root: Path,
-                    argv: Sequence[str] | None = None) -> ExperimentArgs:
-    """Parse an experiment's command line (module docstring); ``root`` is the project folder."""
+def experiment_args(doc: str, name: str, root: Path, argv: Sequence[str] | None = None,
+                    parts: Sequence[str] = ()) -> ExperimentArgs:
+    """Parse an experiment's command line (module docstring); ``root`` is the project folder;
+    ``parts``: the names of an experiment's separable parts (adds ``--part``)."""
     parser = argparse.ArgumentParser(description=doc.split("\n\n")[0])
     parser.add_argument("--quick", action="store_true", help="tiny preset, seconds")
     parser.add_argument("--out", default=None, help="sweep folder (resumable)")
@@ -66,6 +69,9 @@ def experiment_args(doc: str, name: str, root: Path,
     parser.add_argument("--model-option", action="append", default=[], metavar="KEY=VALUE",
                         help="model option (width=64); repeatable")
     parser.add_argument("--budget", type=int, default=None, help="examples per run")
+    if parts:
+        parser.add_argument("--part", nargs="+", choices=parts, default=list(parts),
+                            help=f"run only these parts (default: all of {', '.join(parts)})")
     args = parser.parse_args(argv)
     changes: dict[str, Any] = {}
     if args.data is not None or args.data_option:
@@ -86,7 +92,8 @@ def experiment_args(doc: str, name: str, root: Path,
     return ExperimentArgs(preset="quick" if args.quick else "full",
                           out=Path(args.out or root / "runs" / name),
                           figure=Path(args.figure or root / "figures" / name),
-                          progress=not args.no_progress, changes=changes)
+                          progress=not args.no_progress, changes=changes,
+                          parts=tuple(p for p in parts if p in getattr(args, "part", ())))
 
 
 def write_report(figure: Path, report: Any) -> None:

@@ -25,12 +25,12 @@ def _load(name):
     return module
 
 
-def _run_quick(name, tmp_path):
+def _run_quick(name, tmp_path, *extra):
     """Run an experiment's --quick preset into tmp_path: (module, argv, sweep folder, figure,
-    what main returned)."""
+    what main returned); ``extra``: more command-line arguments."""
     experiment = _load(name)
     out, figure = tmp_path / "sweep", tmp_path / "figure"
-    argv = ["--quick", "--out", str(out), "--figure", str(figure), "--no-progress"]
+    argv = ["--quick", "--out", str(out), "--figure", str(figure), "--no-progress", *extra]
     return experiment, argv, out, figure, experiment.main(argv)
 
 
@@ -62,9 +62,13 @@ def test_critical_batch_quick_reports_the_saved_sweeps_numbers(tmp_path):
 
 
 def test_keskar_quick_compares_solutions_at_the_target_and_interpolates_between_them(tmp_path):
-    experiment, argv, out, figure, report = _run_quick("keskar", tmp_path)
+    experiment, argv, out, figure, reports = _run_quick("keskar", tmp_path, "--part",
+                                                        "interpolation")
+    assert list(reports) == ["interpolation"]  # the other part did not run
+    report = reports["interpolation"]
     assert figure.with_suffix(".png").exists()
     assert figure.with_suffix(".json").read_text() == json.dumps(report, indent=1)
+    assert not figure.with_name("figure_conditions.png").exists()
     config = experiment.PRESETS["quick"]["config"]
     small, large = str(report["small_batch"]), str(report["large_batch"])
     for b in (small, large):  # every run stopped at the first evaluation meeting the target
@@ -82,6 +86,70 @@ def test_keskar_quick_compares_solutions_at_the_target_and_interpolates_between_
         at = int(np.argmin(np.abs(alphas - alpha)))
         assert alphas[at] == alpha
         assert curve[at] == pytest.approx(report["measures"]["train_loss"][b][seed], rel=1e-4)
+
+
+def test_keskar_conditions_quick_has_tuned_and_shared_rates_in_every_comparison(tmp_path):
+    experiment, argv, out, figure, reports = _run_quick("keskar", tmp_path, "--part",
+                                                        "conditions")
+    report = reports["conditions"]
+    conditions = experiment.PRESETS["quick"]["conditions"]
+    small, large = conditions.base.batch_sizes
+    folder = tmp_path / "sweep_conditions"
+    assert (tmp_path / "figure_conditions.png").exists()
+    assert (tmp_path / "figure_conditions.json").read_text() == json.dumps(report, indent=1)
+    rows = {(r["condition"], r["lr_choice"], r["batch_size"]): r for r in report["rows"]}
+    expected = {("matched_loss", small), ("matched_loss", large), ("matched_budget", small),
+                ("matched_budget", large), ("train_longer", large)}
+    assert set(rows) == {(c, choice, b) for c, b in expected for choice in ("tuned", "shared")}
+    saved = {c: jaxsgd.load_sweep(folder / c).metrics for c, _ in expected}
+    for (condition, choice, b), row in rows.items():
+        metrics = saved[condition].sel(batch_size=b)
+        final = metrics.isel({metrics.train_loss.dims[-1]: -1})
+        rates = report["rates"][f"{condition} B={b}"]
+        for lr, rate in rates.items():  # eligible: no seed diverged, all reached a stop target
+            m = metrics.sel(learning_rate=float(lr))
+            ok = not m.diverged.any() and (condition != "matched_loss"
+                                           or np.isfinite(m.steps_to_target).all())
+            assert rate["eligible"] == ok
+            assert rate["test_accuracy"] == pytest.approx(float(
+                final.test_accuracy.sel(learning_rate=float(lr)).mean()))
+        if choice == "shared":
+            assert row["learning_rate"] == conditions.shared_lr
+        else:  # the eligible rate with the best mean validation accuracy
+            eligible = {float(lr): r["validation_accuracy"] for lr, r in rates.items()
+                        if r["eligible"]}
+            assert row["learning_rate"] == max(eligible, key=eligible.get)
+        runs = final.sel(learning_rate=row["learning_rate"])
+        reached = np.isfinite(metrics.steps_to_target.sel(learning_rate=row["learning_rate"]))
+        keep = reached.values if condition == "matched_loss" else np.ones(runs.seed.size, bool)
+        accuracy = row["measures"]["test_accuracy"]
+        assert [a is not None for a in accuracy] == list(keep)
+        assert [a for a in accuracy if a is not None] == pytest.approx(
+            list(runs.test_accuracy.values[keep]))
+        if condition == "matched_loss":  # compared at the matched training loss
+            assert all(v <= conditions.base.target_value
+                       for v in row["measures"]["train_loss"] if v is not None)
+    # Train longer: the large batch takes as many steps as the small one at the matched budget.
+    assert rows["train_longer", "tuned", large]["steps"] == rows[
+        "matched_budget", "tuned", small]["steps"] == conditions.base.budget // small
+    for name, comparison in report["comparisons"].items():
+        label, choice = name.rsplit(", ", 1)
+        lo = rows[experiment.COMPARISONS[label][0], choice, small]["measures"]
+        hi = rows[experiment.COMPARISONS[label][1], choice, large]["measures"]
+        assert set(comparison) - {"learning_rates", "examples"} == {
+            "test_accuracy", "generalization_gap", "epsilon_sharpness", "train_loss",
+            "validation_accuracy"}
+        for measure, c in ((m, comparison[m]) for m in experiment.CONDITION_MEASURES
+                           if m in comparison):
+            a = [v for v in lo[measure] if v is not None]
+            b = [v for v in hi[measure] if v is not None]
+            if min(len(a), len(b)) < 2:
+                assert c is None
+                continue
+            assert c["difference"] == pytest.approx(np.mean(b) - np.mean(a))
+            assert c["interval"][0] < c["difference"] < c["interval"][1]
+            assert 0 <= c["large_worse"] <= 1
+    assert report["comparisons"]["matched budget, tuned"]["test_accuracy"] is not None
 
 
 def test_edge_of_stability_quick_reports_the_probes_values(tmp_path):

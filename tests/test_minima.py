@@ -106,6 +106,22 @@ def test_measured_in_one_call_equals_each_run_alone(sweep):
             assert float(row[name]) == pytest.approx(float(value), **tol), name
 
 
+def test_validation_metrics_are_each_runs_own_on_the_held_out_examples(sweep):
+    config, result, _ = sweep
+    _, data, model, task, _ = prepare(config)
+    x_val, y_val = data.x_test[:100], data.y_test[:100]  # any examples shaped like training's
+    summary = minima_summary(result, options=MinimaOptions(measures=()), runs_per_call=4,
+                             validation=(x_val, y_val))
+    for b, lr, seed in ((16, 0.3, 0), (64, 0.3, 1), (64, 1e-9, 0)):
+        expected = task.metrics(model.apply(_run_params(result, b, lr, seed), x_val), y_val)
+        row = summary.sel(batch_size=b, learning_rate=lr, seed=seed)
+        assert float(row.validation_loss) == pytest.approx(float(expected["loss"]), rel=1e-5)
+        assert float(row.validation_accuracy) == pytest.approx(float(expected["accuracy"]))
+    assert summary.validation_accuracy.sel(learning_rate=1e4).isnull().all()  # diverged
+    with pytest.raises(ValueError, match=r"validation: inputs \(100, 3\)"):
+        minima_summary(result, validation=(x_val[:, :3], y_val))
+
+
 @pytest.mark.parametrize("kwargs, message", [
     (dict(runs_per_call=0), "runs_per_call"),
     (dict(batch_sizes=(32,)), "batch_sizes: [32]"),

@@ -15,7 +15,10 @@ own dimensions (``batch_size``, ``learning_rate``, ``seed``, any other swept fie
 * sharpness on the same subset: ``epsilon_sharpness`` (Keskar et al. 2017, percent, box
   ε(|θ|+1), Auto-PGD from two starts, with ``epsilon_sharpness_gap``, its Frank–Wolfe gap:
   near 0 when the ascent converged) and ``adaptive_sharpness`` (worst case in the box
-  |e_i| ≤ ρ|θ_i|, invariant to the ReLU rescalings of Dinh et al. 2017; loss units).
+  |e_i| ≤ ρ|θ_i|, invariant to the ReLU rescalings of Dinh et al. 2017; loss units);
+* with ``validation=(x, y)``, examples held out from training and test: ``validation_loss``
+  and ``validation_accuracy`` (the task's metrics, e.g. ``validation_accuracy`` for
+  classification), for choosing hyperparameters without looking at the test set.
 
 Every measure of a group is one compiled program: ``jit(lax.map(vmap(measure)))`` over the runs,
 ``runs_per_call`` runs at a time (memory holds that many runs' Hessian-vector products). All runs
@@ -116,7 +119,7 @@ def measure_minimum(loss_fn: Callable, params: PyTree, batch: PyTree, initial: P
 
 def minima_summary(result: SweepResult, data: Dataset | None = None, *, model=None,
                    loss=None, key: int | jax.Array = 0, options: MinimaOptions = MinimaOptions(),
-                   runs_per_call: int = 16, batch_sizes=None) -> xr.Dataset:
+                   runs_per_call: int = 16, batch_sizes=None, validation=None) -> xr.Dataset:
     """Minima-quality table of a finished sweep (module docstring), aligned with its dims.
 
     Args:
@@ -131,6 +134,10 @@ def minima_summary(result: SweepResult, data: Dataset | None = None, *, model=No
       options: ``MinimaOptions``.
       runs_per_call: runs measured at once inside each compiled call (>= 1).
       batch_sizes: groups to measure (default: all of ``result``).
+      validation: ``(x, y)``, held-out examples ([M, features...] inputs and their [M] labels,
+        shaped like the training set's and in the same form: the same standardisation): adds
+        ``validation_*`` metrics of every run's final parameters (the task's mean metrics over
+        all M examples; NaN for diverged runs).
 
     Returns:
       ``xarray.Dataset`` with dims ``batch_size`` and the sweep's grid dimensions.
@@ -143,6 +150,15 @@ def minima_summary(result: SweepResult, data: Dataset | None = None, *, model=No
     if missing:
         raise ValueError(f"batch_sizes: {missing} not in the results (have {sorted(result.params)})")
     _, data, model, task, _ = rebuild(result, data, model, loss=loss)
+    held = None
+    if validation is not None:
+        x_val, y_val = (np.asarray(a) for a in validation)
+        if (x_val.shape[1:] != data.x_train.shape[1:] or y_val.shape[1:] != data.y_train.shape[1:]
+                or len(x_val) != len(y_val) or len(x_val) == 0):
+            raise ValueError(f"validation: inputs {x_val.shape} and labels {y_val.shape} do not "
+                             f"match the training set's examples {data.x_train.shape[1:]} and "
+                             f"labels {data.y_train.shape[1:]}")
+        held = (jnp.asarray(x_val, data.x_train.dtype), jnp.asarray(y_val, data.y_train.dtype))
     n = data.num_train if options.num_examples is None else min(options.num_examples,
                                                                 data.num_train)
     batch = (jnp.asarray(data.x_train[:n]), jnp.asarray(data.y_train[:n]))
@@ -151,17 +167,22 @@ def minima_summary(result: SweepResult, data: Dataset | None = None, *, model=No
     _, seeds = grid_hparams(config)
 
     @jax.jit
-    def measure_all(params, seeds):
+    def measure_all(params, seeds, held):
         def one(args):
             p, s = args
             return measure_minimum(loss_fn, p, batch, initial_params(model.init, s), key=key,
                                    options=options)
-        return jax.lax.map(one, (params, seeds), batch_size=runs_per_call)
+        out = jax.lax.map(one, (params, seeds), batch_size=runs_per_call)
+        if held is not None:  # (x, y) held-out examples
+            held_out = jax.lax.map(lambda p: task.metrics(model.apply(p, held[0]), held[1]),
+                                   params, batch_size=runs_per_call)
+            out.update({f"validation_{k}": v for k, v in held_out.items()})
+        return out
 
     dims = grid_dims(config)
     groups = []
     for b in batch_sizes:
-        values = jax.device_get(measure_all(result.params[b], jnp.asarray(seeds)))
+        values = jax.device_get(measure_all(result.params[b], jnp.asarray(seeds), held))
         diverged = result.metrics["diverged"].sel(batch_size=b).values
         run = result.metrics["run"].sel(batch_size=b).values
         diverged_runs = np.zeros(len(seeds), bool)
