@@ -159,8 +159,9 @@ def _torch_evaluate(model, x, y) -> tuple[float, float]:
 
 
 def _torch_train_runs(data: Arrays, batch_size: int, runs, num_steps: int,
-                      eval_every_steps: int) -> dict[tuple[float, int], float]:
-    """Train ``runs`` one after another with PyTorch; {run: final test accuracy}."""
+                      eval_every_steps: int) -> dict[tuple[float, int], list[tuple]]:
+    """Train ``runs`` one after another with PyTorch; {run: its evaluations, each (train loss,
+    train accuracy, test loss, test accuracy)}."""
     import torch
     import torch.nn.functional as F
 
@@ -187,8 +188,14 @@ def _torch_train_runs(data: Arrays, batch_size: int, runs, num_steps: int,
             optimizer.zero_grad(set_to_none=True)
             loss.backward()
             optimizer.step()
-        finals[(lr, seed)] = history[-1][3]
+        finals[(lr, seed)] = history
     return finals
+
+
+def _with_curves(result: dict, histories: dict) -> dict:
+    """``result`` plus ``train_loss_curves`` {"lr,seed": training losses at the evaluations}."""
+    return dict(result, train_loss_curves={f"{lr},{seed}": [float(h[0]) for h in history]
+                                           for (lr, seed), history in histories.items()})
 
 
 def torch_sequential(data, batch_size: int, learning_rates: Sequence[float],
@@ -202,15 +209,16 @@ def torch_sequential(data, batch_size: int, learning_rates: Sequence[float],
 
     data, runs = as_arrays(data), grid_runs(learning_rates, seeds)
     start = time.perf_counter()
-    finals = _torch_train_runs(data, batch_size, runs, num_steps, eval_every_steps)
+    histories = _torch_train_runs(data, batch_size, runs, num_steps, eval_every_steps)
     seconds = time.perf_counter() - start
-    return _summary(data, runs, finals, seconds, 0.0, batch_size, num_steps,
-                    len(evaluation_steps(num_steps, eval_every_steps)))
+    finals = {run: h[-1][3] for run, h in histories.items()}
+    return _with_curves(_summary(data, runs, finals, seconds, 0.0, batch_size, num_steps,
+                                 len(evaluation_steps(num_steps, eval_every_steps))), histories)
 
 
 def _torch_worker(data: Arrays, batch_size: int, runs, num_steps: int,
                   eval_every_steps: int) -> tuple[float, dict]:
-    """One worker process: (wall-clock time.time() when training began, {run: accuracy})."""
+    """One worker process: (wall-clock time.time() when training began, {run: evaluations})."""
     import torch
 
     torch.set_num_threads(1)
@@ -237,10 +245,11 @@ def torch_two_processes(data, batch_size: int, learning_rates: Sequence[float],
                                                 eval_every_steps) for share in shares])
     seconds = time.perf_counter() - start
     start_seconds = max(began for began, _ in outputs) - wall_start
-    finals = {run: acc for _, share in outputs for run, acc in share.items()}
+    histories = {run: h for _, share in outputs for run, h in share.items()}
+    finals = {run: h[-1][3] for run, h in histories.items()}
     result = _summary(data, runs, finals, seconds, start_seconds, batch_size, num_steps,
                       len(evaluation_steps(num_steps, eval_every_steps)))
-    return dict(result, start_seconds=start_seconds, processes=processes)
+    return _with_curves(dict(result, start_seconds=start_seconds, processes=processes), histories)
 
 
 def _jax_functions(data: Arrays):

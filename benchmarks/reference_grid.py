@@ -19,7 +19,14 @@ What is measured, in this order:
 3. Per batch size, the baselines of ``baselines.py`` on the same grid and evaluations: plain
    PyTorch, runs one after another (torch's default threads); PyTorch split over 2 spawned
    single-threaded processes (process start included); a per-step jitted JAX loop (compile
-   reported apart).
+   reported apart); and the stronger PyTorch variants of ``torch_variants.py`` that train
+   all runs at once — ``torch.func`` (vmap of grad) with and without ``torch.compile``,
+   hand-batched ``bmm``, and a per-run loop of oneDNN matmuls with a hand-written backward —
+   each in 1 process × 2 threads and in 2 processes × 1 thread. Every PyTorch variant's
+   training-loss curves are checked against the sequential loop's (same initialisation and
+   minibatches; they agree to float rounding). Inductor's caches are off
+   (``TORCHINDUCTOR_FORCE_DISABLE_CACHES=1``), as JAX's persistent cache is, so compiled
+   variants compile cold too.
 4. How jaxsgd's steady and compile time grow with the number of runs (16, 64, 256 at B=256, by
    adding seeds) and with the number of steps (budget x1, x2, x4 at B=256, 16 runs).
 
@@ -27,8 +34,8 @@ Reported per batch size and in total: examples/s, achieved GFLOP/s (model matmul
 training only, 3 x forward = 470,016 per example; evaluations are timed but not counted) and
 its fraction of the matmul peak, compile time, microseconds per run-step (steady seconds /
 (runs x steps)), best final test accuracy (mean over seeds), and the speed-up of jaxsgd over
-each baseline (baseline seconds / jaxsgd seconds), steady and end to end, naming the faster
-PyTorch baseline.
+each baseline (baseline seconds / jaxsgd seconds), steady and end to end, against the best
+PyTorch variant per batch size (the fastest steady and the fastest end to end, each named).
 
     python benchmarks/reference_grid.py                     # the reference grid (minutes)
     python benchmarks/reference_grid.py --quick             # 2^12 examples/run, smaller scaling
@@ -52,6 +59,7 @@ import time
 import numpy as np
 
 import baselines
+import torch_variants
 
 # Spawned PyTorch workers re-import this script as __mp_main__; they need neither jax nor
 # jaxsgd (3 s of imports each), so they skip them.
@@ -76,8 +84,9 @@ BASELINES = {  # name -> function(data, batch_size, learning_rates, seeds, steps
     "torch sequential": baselines.torch_sequential,
     "torch 2 processes": baselines.torch_two_processes,
     "jax per-step loop": baselines.jax_per_step,
+    **torch_variants.variant_baselines(),
 }
-TORCH_BASELINES = ("torch sequential", "torch 2 processes")
+TORCH_BASELINES = tuple(n for n in BASELINES if n != "jax per-step loop")
 
 
 def sweep_config(batch_size: int, budget: int, num_runs: int = 16) -> "jaxsgd.SweepConfig":
@@ -215,10 +224,21 @@ def speedups(jaxsgd_result: dict, baseline: dict) -> dict:
             "end_to_end": baseline["seconds"] / jaxsgd_result["seconds"]}
 
 
-def best_torch(results: dict[str, dict]) -> str | None:
-    """The PyTorch baseline with the fewest end-to-end seconds, if any ran."""
+def best_torch(results: dict[str, dict], key: str = "seconds") -> str | None:
+    """The PyTorch baseline with the fewest ``key`` seconds (end to end by default, or
+    "steady_seconds"), if any ran."""
     torch_names = [n for n in TORCH_BASELINES if n in results]
-    return min(torch_names, key=lambda n: results[n]["seconds"]) if torch_names else None
+    return min(torch_names, key=lambda n: results[n][key]) if torch_names else None
+
+
+def best_torch_total(rows: dict) -> dict:
+    """The best PyTorch variant *per batch size*, summed over batch sizes: steady seconds of
+    the fastest steady variant at each B, end-to-end seconds of the fastest end to end."""
+    out = {"steady_seconds": 0.0, "seconds": 0.0}
+    for results in rows.values():
+        out["steady_seconds"] += results[best_torch(results, "steady_seconds")]["steady_seconds"]
+        out["seconds"] += results[best_torch(results)]["seconds"]
+    return out
 
 
 def total(results: list[dict]) -> dict:
@@ -276,13 +296,34 @@ def print_baseline_table(rows: dict, totals: dict) -> None:
 
 
 def print_best_torch(rows: dict, totals: dict) -> None:
-    """jaxsgd's speed-up over the faster PyTorch baseline (end to end), per batch size."""
-    print("\njaxsgd versus the faster PyTorch baseline")
-    print(f"{'B':>6} {'best PyTorch':<18} {'speed-up steady':>15} {'end-to-end':>10}")
-    for label, results in [*((str(b), r) for b, r in rows.items()), ("total", totals)]:
-        name = best_torch(results)
-        ratio = speedups(results["jaxsgd"], results[name])
-        print(f"{label:>6} {name:<18} {ratio['steady']:>14.2f}x {ratio['end_to_end']:>9.2f}x")
+    """jaxsgd's speed-up over the best PyTorch variant at each batch size: the fastest steady
+    and the fastest end to end (each named); the total sums the best per batch size against
+    jaxsgd's whole grid (end to end: one cold sweep over every batch size)."""
+    print("\njaxsgd versus the best PyTorch variant at each batch size")
+    print(f"{'B':>6} {'best steady':<18} {'speed-up':>8} {'best end to end':<18} {'speed-up':>8}")
+    for b, results in rows.items():
+        steady, cold = best_torch(results, "steady_seconds"), best_torch(results)
+        print(f"{b:>6} {steady:<18} "
+              f"{results[steady]['steady_seconds'] / results['jaxsgd']['steady_seconds']:>7.2f}x"
+              f" {cold:<18} {results[cold]['seconds'] / results['jaxsgd']['seconds']:>7.2f}x")
+    best = best_torch_total(rows)
+    print(f"{'total':>6} {'(best per B)':<18} "
+          f"{best['steady_seconds'] / totals['jaxsgd']['steady_seconds']:>7.2f}x "
+          f"{'(best per B)':<18} {best['seconds'] / totals['jaxsgd']['seconds']:>7.2f}x")
+
+
+def check_curves(results: dict[str, dict]) -> dict[str, dict[str, float]]:
+    """{PyTorch variant: {"first": largest relative difference of its training-loss curves
+    from the sequential loop's at the start and the first evaluation, "all": over every
+    evaluation}} at one batch size (same initialisation and minibatches: the first is float
+    rounding; training amplifies it into the second)."""
+    reference = results.get("torch sequential")
+    if reference is None:
+        return {}
+    return {name: {"first": torch_variants.curve_deviation(r, reference, evaluations=2),
+                   "all": torch_variants.curve_deviation(r, reference)}
+            for name, r in results.items()
+            if "train_loss_curves" in r and name != "torch sequential"}
 
 
 def measure_scaling(budget: int, run_counts: tuple[int, ...]) -> dict[str, list[dict]]:
@@ -330,6 +371,8 @@ def parse_args() -> argparse.Namespace:
                         metavar="B", help="batch sizes of the grid (default: %(default)s)")
     parser.add_argument("--skip-torch", action="store_true", help="no PyTorch baselines")
     parser.add_argument("--skip-jax-loop", action="store_true", help="no per-step JAX baseline")
+    parser.add_argument("--only-torch", nargs="+", metavar="NAME", default=None,
+                        help="only these PyTorch baselines (names as in the tables)")
     parser.add_argument("--json", metavar="PATH", help="also write every number as JSON here")
     return parser.parse_args()
 
@@ -354,9 +397,11 @@ def environment(peak: dict) -> dict:
 def main() -> None:
     args = parse_args()
     jax.config.update("jax_enable_compilation_cache", False)
+    os.environ["TORCHINDUCTOR_FORCE_DISABLE_CACHES"] = "1"  # compiled variants compile cold
     budget = QUICK_BUDGET if args.quick else BUDGET
     names = [n for n in BASELINES if not (args.skip_torch and n in TORCH_BASELINES)
-             and not (args.skip_jax_loop and n == "jax per-step loop")]
+             and not (args.skip_jax_loop and n == "jax per-step loop")
+             and not (args.only_torch and n in TORCH_BASELINES and n not in args.only_torch)]
 
     peak = baselines.matmul_peak_gflops()
     env = environment(peak)
@@ -377,6 +422,15 @@ def main() -> None:
                    **time_baselines(data, b, budget, names)}
         print(f"  B={b}: " + ", ".join(f"{n} {r['seconds']:.1f} s" for n, r in rows[b].items()),
               flush=True)
+        deviation = check_curves(rows[b])
+        if deviation:
+            first = max(d["first"] for d in deviation.values())
+            last = max(d["all"] for d in deviation.values())
+            print(f"  B={b}: PyTorch variants' training-loss curves against the sequential "
+                  f"loop's, largest relative difference: {first:.1e} at the first evaluation, "
+                  f"{last:.1e} over the whole run (rounding, amplified by training)", flush=True)
+        for name, d in deviation.items():
+            rows[b][name]["curve_deviation"] = d
     totals = {n: total([rows[b][n] for b in args.batch_sizes]) for n in rows[args.batch_sizes[0]]}
     # End to end, jaxsgd is one sweep over every batch size (initial parameters made once).
     totals["jaxsgd"]["seconds"] = whole
