@@ -41,9 +41,9 @@ import platform
 import time
 
 import jax
-import jax.numpy as jnp
 import numpy as np
 
+import baselines
 import jaxsgd
 
 WIDTHS = (40, 256, 256, 10)
@@ -59,21 +59,11 @@ SCALING_BATCH_SIZE = 256
 
 def matmul_peaks(n: int, repeats: int = 10) -> dict[str, float]:
     """TFLOP/s of a jit'd [n, n] @ [n, n] product on the default device, per precision."""
-    cases = {"float32 default": (jnp.float32, None), "float32 highest": (jnp.float32, "highest"),
-             "bfloat16": (jnp.bfloat16, None)}
-    out = {}
-    for name, (dtype, precision) in cases.items():
-        a = jax.random.normal(jax.random.key(0), (n, n), dtype)
-        b = jax.random.normal(jax.random.key(1), (n, n), dtype)
-        product = jax.jit(lambda x, y, p=precision: jnp.matmul(x, y, precision=p))
-        product(a, b).block_until_ready()
-        best = float("inf")
-        for _ in range(repeats):
-            start = time.perf_counter()
-            product(a, b).block_until_ready()
-            best = min(best, time.perf_counter() - start)
-        out[name] = 2 * n**3 / best / 1e12
-    return out
+    cases = {"float32 default": ("float32", None), "float32 highest": ("float32", "highest"),
+             "bfloat16": ("bfloat16", None)}
+    return {name: baselines.matmul_gflops(n, repeats=repeats, dtype=dtype,
+                                          precision=precision) / 1e3
+            for name, (dtype, precision) in cases.items()}
 
 
 def sweep_config(batch_sizes, learning_rates: int, seeds: int, budget: int) -> jaxsgd.SweepConfig:

@@ -63,8 +63,10 @@ def grid_runs(learning_rates: Sequence[float], seeds: Sequence[int]) -> list[tup
     return [(float(lr), int(seed)) for seed in seeds for lr in learning_rates]
 
 
-def matmul_gflops(n: int, devices: Sequence[Any] | None = None, repeats: int = 10) -> float:
-    """Best GFLOP/s of a jit'd float32 [n, n] @ [n, n] matmul over ``repeats`` timed calls.
+def matmul_gflops(n: int, devices: Sequence[Any] | None = None, repeats: int = 10,
+                  dtype: str = "float32", precision: str | None = None) -> float:
+    """Best GFLOP/s of a jit'd [n, n] @ [n, n] matmul over ``repeats`` timed calls, in
+    ``dtype`` at ``precision`` (None: JAX's default for the device).
 
     With ``devices``, every device multiplies its own pair at once (one jit over a
     device-sharded [devices, n, n] batch) and the FLOPs of all of them count; without, the
@@ -74,13 +76,13 @@ def matmul_gflops(n: int, devices: Sequence[Any] | None = None, repeats: int = 1
     import jax.numpy as jnp
 
     shape = (n, n) if devices is None else (len(devices), n, n)
-    a = jax.random.normal(jax.random.key(0), shape, jnp.float32)
-    b = jax.random.normal(jax.random.key(1), shape, jnp.float32)
+    a = jax.random.normal(jax.random.key(0), shape, dtype)
+    b = jax.random.normal(jax.random.key(1), shape, dtype)
     if devices is not None:
         mesh = jax.sharding.Mesh(np.asarray(devices), ("d",))
         sharding = jax.sharding.NamedSharding(mesh, jax.sharding.PartitionSpec("d"))
         a, b = jax.device_put(a, sharding), jax.device_put(b, sharding)
-    matmul = jax.jit(jnp.matmul)
+    matmul = jax.jit(lambda x, y: jnp.matmul(x, y, precision=precision))
     matmul(a, b).block_until_ready()
     best = float("inf")
     for _ in range(repeats):
