@@ -131,8 +131,7 @@ PRESETS = {
                 batch_sizes=(8, 64), budget=2**12, target_metric="train_loss",
                 target_value=1.2, grid=jaxsgd.Grid(learning_rate=(3e-3, 1e-2), seed=(0, 1, 2))),
             loss_budget=2**14, shared_lr=3e-3, evaluations=2,
-            options=MinimaOptions(num_examples=256, measures=("epsilon_sharpness",),
-                                  epsilon_steps=4))),
+            options=MinimaOptions(num_examples=256, measures=()))),  # accuracies alone
 }
 
 
@@ -228,15 +227,15 @@ def _values(x) -> list:
 
 def _compare(small: list, large: list, measure: str) -> dict | None:
     """Large − small: difference of means with a 95% Welch interval, ratio of means, and the
-    fraction of (small run, large run) pairs in which the large-batch run is worse (lower test
-    accuracy; higher gap or sharpness)."""
+    fraction of (small run, large run) pairs in which the large-batch run is worse (lower
+    accuracy; higher loss, gap or sharpness)."""
     a = np.array([v for v in small if v is not None])
     b = np.array([v for v in large if v is not None])
     if len(a) < 2 or len(b) < 2:
         return None
     interval = stats.ttest_ind(b, a, equal_var=False).confidence_interval(0.95)
     pairs = b[None, :] - a[:, None]
-    worse = pairs < 0 if measure == "test_accuracy" else pairs > 0
+    worse = pairs < 0 if measure.endswith("accuracy") else pairs > 0
     return {"difference": float(b.mean() - a.mean()),
             "interval": [float(interval.low), float(interval.high)],
             "ratio": float(b.mean() / a.mean()), "large_worse": float(worse.mean()),
@@ -271,8 +270,8 @@ def conditions_report(results: dict, conditions: Conditions, validation) -> dict
                 row = {"condition": name, "lr_choice": choice, "batch_size": b,
                        "learning_rate": lr, "examples": result.config.budget,
                        # a rate tuned to the grid's end may be short of the best one
-                       "at_grid_edge": lr is not None and str(lr) in (min(table, key=float),
-                                                                      max(table, key=float))}
+                       "at_grid_edge": choice == "tuned" and lr is not None
+                       and str(lr) in (min(table, key=float), max(table, key=float))}
                 if lr is None:
                     rows.append({**row, "measures": {m: [] for m in CONDITION_MEASURES
                                                      if m in summary}})

@@ -137,8 +137,7 @@ def test_keskar_conditions_quick_has_tuned_and_shared_rates_in_every_comparison(
         lo = rows[experiment.COMPARISONS[label][0], choice, small]["measures"]
         hi = rows[experiment.COMPARISONS[label][1], choice, large]["measures"]
         assert set(comparison) - {"learning_rates", "examples"} == {
-            "test_accuracy", "generalization_gap", "epsilon_sharpness", "train_loss",
-            "validation_accuracy"}
+            "test_accuracy", "generalization_gap", "train_loss", "validation_accuracy"}
         for measure, c in ((m, comparison[m]) for m in experiment.CONDITION_MEASURES
                            if m in comparison):
             a = [v for v in lo[measure] if v is not None]
