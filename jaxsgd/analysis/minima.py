@@ -16,8 +16,8 @@ own dimensions (``batch_size``, ``learning_rate``, ``seed``, any other swept fie
   ε(|θ|+1), Auto-PGD from two starts, with ``epsilon_sharpness_gap``, its Frank–Wolfe gap:
   near 0 when the ascent converged) and ``adaptive_sharpness`` (worst case in the box
   |e_i| ≤ ρ|θ_i|, invariant to the ReLU rescalings of Dinh et al. 2017; loss units);
-* with ``validation=(x, y)``, examples held out from training and test: ``validation_loss``
-  and ``validation_accuracy`` (the task's metrics, e.g. ``validation_accuracy`` for
+* with ``validation=(x, y)``, examples held out from training and test: the task's metrics of
+  the final parameters on them (``validation_loss``; ``validation_accuracy`` for
   classification), for choosing hyperparameters without looking at the test set.
 
 Every measure of a group is one compiled program: ``jit(lax.map(vmap(measure)))`` over the runs,
