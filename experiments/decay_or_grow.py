@@ -111,8 +111,8 @@ def plot(results: dict, rows: dict, lr: float, path: Path) -> None:
         ends = sorted({r[f"{lr:g}"]["steps"] for r in rows.values()})
         for steps in ends:
             ax_steps.axvline(steps, color="0.6", linewidth=0.6, linestyle=":")
-            ax_steps.annotate(f"{steps:,} steps", (steps, 0.98), xycoords=("data", "axes fraction"),
-                              fontsize=5.5, rotation=90, ha="right", va="top")
+            ax_steps.annotate(f" {steps:,} steps", (steps, 0.5), xycoords=("data", "axes fraction"),
+                              fontsize=5.5, rotation=90, ha="left", va="center")  # clear of data
     save_figure(fig, path)
 
 
