@@ -94,44 +94,45 @@ CONDITION_MEASURES = ("test_accuracy", "generalization_gap", "lambda_max", "epsi
 _SHARP = ("lambda_max", "epsilon_sharpness", "adaptive_sharpness")
 
 
+# The Keskar comparison of each preset; claim 5's sweeps change only the batch sizes, budget,
+# stopping and grid of the same data, model, optimizer and target.
+_FULL = jaxsgd.SweepConfig(
+    data="mnist1d", data_options={"num_samples": 5000}, model="mlp",
+    model_options={"width": 256, "depth": 2}, optimizer="adam", batch_sizes=(32, 1024),
+    budget=2**19, eval_every=2**11, target_metric="train_loss", target_value=0.01,
+    stop_at_target=True, grid=jaxsgd.Grid(learning_rate=(3e-3,), seed=(0, 1, 2)))
+_QUICK = jaxsgd.SweepConfig(
+    data="mnist1d", data_options={"num_samples": 1000}, model="mlp",
+    model_options={"width": 32, "depth": 1}, optimizer="adam", batch_sizes=(8, 256),
+    budget=2**14, eval_every=2**9, target_metric="train_loss", target_value=1.2,
+    stop_at_target=True, grid=jaxsgd.Grid(learning_rate=(1e-2,), seed=(0, 1)))
+
 PRESETS = {
     "full": dict(
-        config=jaxsgd.SweepConfig(
-            data="mnist1d", data_options={"num_samples": 5000}, model="mlp",
-            model_options={"width": 256, "depth": 2}, optimizer="adam", batch_sizes=(32, 1024),
-            budget=2**19, eval_every=2**11, target_metric="train_loss", target_value=0.01,
-            stop_at_target=True, grid=jaxsgd.Grid(learning_rate=(3e-3,), seed=(0, 1, 2))),
+        config=_FULL,
         options=MinimaOptions(num_examples=None, lanczos_iterations=40, trace_probes=64,
                               epsilon=1e-3, adaptive_rho=1e-3,
                               adaptive_steps=40),
         alphas=np.linspace(-1.0, 2.0, 61),
         conditions=Conditions(
-            base=jaxsgd.SweepConfig(
-                data="mnist1d", data_options={"num_samples": 5000}, model="mlp",
-                model_options={"width": 256, "depth": 2}, optimizer="adam",
-                batch_sizes=(32, 512), budget=2**17, target_metric="train_loss",
-                target_value=0.01,
+            base=_FULL.replace(
+                batch_sizes=(32, 512), budget=2**17, eval_every=None, stop_at_target=False,
                 grid=jaxsgd.Grid(learning_rate=(1e-3, 3e-3, 1e-2, 3e-2), seed=tuple(range(8)))),
             loss_budget=2**19, shared_lr=3e-3,
             options=MinimaOptions(num_examples=2048, measures=_SHARP, lanczos_iterations=30,
                                   epsilon_steps=20, adaptive_steps=20))),
     "quick": dict(
-        config=jaxsgd.SweepConfig(
-            data="mnist1d", data_options={"num_samples": 1000}, model="mlp",
-            model_options={"width": 32, "depth": 1}, optimizer="adam", batch_sizes=(8, 256),
-            budget=2**14, eval_every=2**9, target_metric="train_loss", target_value=1.2,
-            stop_at_target=True, grid=jaxsgd.Grid(learning_rate=(1e-2,), seed=(0, 1))),
+        config=_QUICK,
         options=MinimaOptions(num_examples=512, lanczos_iterations=10, trace_probes=8,
                               epsilon_steps=8, adaptive_steps=8),
         alphas=np.linspace(-1.0, 2.0, 13),
         conditions=Conditions(
-            base=jaxsgd.SweepConfig(
-                data="mnist1d", data_options={"num_samples": 1000}, model="mlp",
-                model_options={"width": 32, "depth": 1}, optimizer="adam",
-                batch_sizes=(8, 64), budget=2**12, target_metric="train_loss",
-                target_value=1.2, grid=jaxsgd.Grid(learning_rate=(3e-3, 1e-2), seed=(0, 1, 2))),
+            base=_QUICK.replace(batch_sizes=(8, 64), budget=2**12, eval_every=None,
+                                stop_at_target=False,
+                                grid=jaxsgd.Grid(learning_rate=(3e-3, 1e-2), seed=(0, 1, 2))),
             loss_budget=2**14, shared_lr=3e-3, evaluations=2,
-            options=MinimaOptions(num_examples=256, measures=()))),  # accuracies alone
+            options=MinimaOptions(num_examples=256, measures=())),  # accuracies alone
+    ),
 }
 
 
