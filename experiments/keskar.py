@@ -129,7 +129,7 @@ PRESETS = {
         conditions=Conditions(
             base=_QUICK.replace(batch_sizes=(8, 64), budget=2**12, eval_every=None,
                                 stop_at_target=False,
-                                grid=jaxsgd.Grid(learning_rate=(3e-3, 1e-2), seed=(0, 1, 2))),
+                                grid=jaxsgd.Grid(learning_rate=(3e-3, 1e-2), seed=(0, 1))),
             loss_budget=2**14, shared_lr=3e-3, evaluations=2,
             options=MinimaOptions(num_examples=256, measures=())),  # accuracies alone
     ),
