@@ -8,7 +8,7 @@ import pytest
 
 from jaxsgd.hyperparams import hparams
 from jaxsgd.optimizers import learning_rate_multiplier, make_optimizer
-from jaxsgd.engine.sampling import init_sampler, sample_indices
+from jaxsgd.engine.sampling import init_sampler, permutation, sample_indices, stable_order
 
 
 def multipliers(schedule, total, warmup, decay, boundaries=(0.5, 0.75)):
@@ -97,6 +97,26 @@ def test_epoch_sampling_visits_each_example_once_per_epoch():
     assert not np.array_equal(idx[:6], idx[6:])  # reshuffled
     np.testing.assert_array_equal(idx, draw("epoch", n, b, 12))  # reproducible
     assert not np.array_equal(idx, draw("epoch", n, b, 12, key=1))
+
+
+@pytest.mark.parametrize("n", [1, 2, 50, 4000, 70_000])  # 0, 1, 1, 2 and 2 rounds of sorting
+def test_permutation_is_jax_random_permutation_bitwise(n):
+    keys = jax.random.split(jax.random.key(n), 64 if n < 10_000 else 4)
+    ours = jax.jit(jax.vmap(permutation, in_axes=(0, None)), static_argnums=1)(keys, n)
+    theirs = jax.vmap(lambda k: jax.random.permutation(k, n))(keys)
+    assert ours.dtype == jnp.int32 and ours.shape == (len(keys), n)
+    np.testing.assert_array_equal(ours, theirs)
+
+
+def test_stable_order_keeps_equal_keys_in_place_order():
+    rng = np.random.default_rng(0)
+    for keys in (np.array([5, 3, 5, 1, 3, 3, 2**32 - 1, 0, 2**31, 2**31 - 1], np.uint32),
+                 rng.integers(0, 4, 300).astype(np.uint32),  # many ties
+                 rng.integers(0, 2**32, 300, dtype=np.uint64).astype(np.uint32)):
+        expected = np.argsort(keys, kind="stable")
+        np.testing.assert_array_equal(jax.jit(stable_order)(jnp.asarray(keys)), expected)
+        _, lax_order = jax.lax.sort_key_val(jnp.asarray(keys), jnp.arange(len(keys)))
+        np.testing.assert_array_equal(lax_order, expected)
 
 
 def test_replacement_sampling_is_uniform_and_depends_only_on_step():
