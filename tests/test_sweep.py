@@ -100,6 +100,25 @@ def test_new_learning_rates_and_seeds_do_not_recompile(mnist1d_small):
     assert len(compiles) > 0
 
 
+def test_each_program_compiles_once_and_groups_share_the_last_evaluation(mnist1d_small):
+    # compile_ahead compiles a group's programs before it runs, into the cache its calls read:
+    # a call that compiled again would show twice. The last evaluation has no batch size in it,
+    # so both groups run one finish program. (Shapes no other test uses: every program is new.)
+    config = small_config(batch_sizes=(8, 32), budget=2**9 + 2**7, eval_every=2**7,
+                          model_options={"width": 24, "depth": 2})
+    compiles = []
+    listener = lambda event, duration, fun_name="", **kw: compiles.append(fun_name) if (
+        event == "/jax/core/compile/backend_compile_duration") else None
+    jax.monitoring.register_event_duration_secs_listener(listener)
+    try:
+        run_sweep(config, data=mnist1d_small, chunk_steps=10)  # 80 steps: 8 spans of 10 at B=8
+    finally:
+        jax.monitoring.unregister_event_duration_listener(listener)
+    counts = {name: compiles.count(f"jit({name})") for name in ("init_run", "advance", "finish")}
+    # B=8: 80 steps in spans of 10; B=32: 20 steps in spans of 10: one advance program each
+    assert counts == {"init_run": 2, "advance": 2, "finish": 1}, counts
+
+
 def test_exploding_run_is_flagged_and_neighbours_are_bitwise_unaffected(mnist1d_small):
     stable = small_config(grid=Grid(learning_rate=(0.05, 0.1, 0.2), seed=(0, 1)), budget=30)
     exploding = stable.replace(grid=Grid(learning_rate=(0.05, 0.1, 40.0), seed=(0, 1)))

@@ -20,11 +20,15 @@ rejects the sampler's ``lax.cond`` whose branches differ only in that annotation
 
 Programs are cached on (static spec, model, task, probes, mesh), so a sweep with new grid
 values reuses them; XLA compiles each once per shape (a chunk of a different length is a new
-shape: the engine keeps chunk lengths equal where it can).
+shape: the engine keeps chunk lengths equal where it can). The last evaluation (``finish``)
+depends on no batch size, so one program serves every group of a sweep. ``compile_ahead``
+compiles a group's programs side by side before the group runs.
 """
 
 from __future__ import annotations
 
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import replace
 from functools import partial
 from typing import Any, NamedTuple, Sequence
 
@@ -32,10 +36,11 @@ import jax
 import numpy as np
 from jax.sharding import NamedSharding, PartitionSpec
 
-from jaxsgd.engine.training import TrainSpec, initial_params, make_trainer
+from jaxsgd.engine.training import Group, TrainSpec, initial_params, make_trainer
 from jaxsgd.losses import Task
 from jaxsgd.models import Model
 from jaxsgd.probes.base import Probe
+from jaxsgd.runtime import usable_cores
 
 RUNS = "runs"
 PyTree = Any
@@ -145,12 +150,50 @@ def group_programs(spec: TrainSpec, model: Model, task: Task, probes: Sequence[P
     if key not in _CACHE:
         trainer = make_trainer(spec, model.init, model.apply, task.loss, task.metrics,
                                tuple(probes))
+        # The finish program is keyed on the evaluation's static pieces alone (``Evaluation``,
+        # its functions named by model_key and task): every batch size shares it.
+        evaluation = Group(spec, model.init, model.apply, task.loss, task.metrics).evaluation
+        finish_key = ("finish", replace(evaluation, model_apply=None, metrics=None), model_key,
+                      task, mesh)
+        if finish_key not in _CACHE:
+            _CACHE[finish_key] = _sharded(trainer.finish, mesh, (0, 0, None), donate=(0,))
         _CACHE[key] = GroupPrograms(
             init=_sharded(trainer.init, mesh, (0, 0, 0, None)),
             advance=_sharded(trainer.advance, mesh, (0, 0, None, None, None), donate=(0,)),
-            finish=_sharded(trainer.finish, mesh, (0, 0, None), donate=(0,)),
+            finish=_CACHE[finish_key],
         )
     return _CACHE[key]
+
+
+def compile_ahead(calls: Sequence[tuple[Any, tuple]]) -> None:
+    """Compile ``calls``, pairs (jitted program, its arguments), before they are made.
+
+    Arguments may be abstract: ``jax.ShapeDtypeStruct`` with the sharding the call's array will
+    have. Tracing and lowering run here, one program after another (Python); XLA's compilations
+    run in threads, one per usable core, beside each other and beside the next lowering. Each
+    compiled program lands in the cache its jitted function reads, so the calls then run at
+    once with the very executables they would have compiled themselves (the same results).
+    A cold group's four programs took 3.1 s of XLA compilation one after another (measured:
+    ``benchmarks/cold_start.py``), which two cores run side by side.
+    """
+    with ThreadPoolExecutor(max_workers=max(1, min(len(calls), usable_cores()))) as pool:
+        compiled = [pool.submit(program.lower(*args).compile) for program, args in calls]
+        for future in compiled:
+            future.result()
+
+
+def abstract_runs(tree: PyTree, mesh) -> PyTree:
+    """``jax.ShapeDtypeStruct``s of ``tree``'s leaves ([runs, ...], runs padded for ``mesh``)
+    as ``shard_runs`` places them: the arguments ``compile_ahead`` takes for a run state not
+    yet computed."""
+    sharding = NamedSharding(mesh, _RUN)
+    return jax.tree.map(lambda s: jax.ShapeDtypeStruct(
+        (padded_size(s.shape[0], mesh), *s.shape[1:]), s.dtype, sharding=sharding), tree)
+
+
+def abstract_replicated(shape: tuple[int, ...], dtype, mesh) -> jax.ShapeDtypeStruct:
+    """The ``jax.ShapeDtypeStruct`` of a host array ``replicate`` puts on ``mesh``."""
+    return jax.ShapeDtypeStruct(shape, dtype, sharding=NamedSharding(mesh, _ALL))
 
 
 def init_params_program(model: Model, mesh, model_key: Any):

@@ -38,7 +38,8 @@ from jaxsgd.engine.folder import (checkpoint_file, group_file, load_checkpoint, 
 from jaxsgd.engine.provenance import analysis_differences, differences, provenance
 from jaxsgd.engine.progress import SweepProgress
 from jaxsgd.engine.results import SweepResult, combine, group_dataset
-from jaxsgd.engine.sharding import (barrier, group_programs, init_params_program,
+from jaxsgd.engine.sharding import (GroupPrograms, abstract_replicated, abstract_runs, barrier,
+                                    compile_ahead, group_programs, init_params_program,
                                     is_main_process, pad_runs, padded_size, replicate, run_mesh,
                                     shard_runs, to_host)
 from jaxsgd.engine.training import TrainData, TrainSpec
@@ -357,6 +358,10 @@ def run_group(sweep: _Sweep, batch_size: int, snapshot: Any = None, snapshot_ste
     elif path is not None and path.is_file():
         host, header = load_checkpoint(path, template, expected)
         start = int(header["next_step"])
+    bounds = segments(start, num_steps, span_starts(specs, sweep.chunk_steps), keep)
+    spans = [(int(config.stage_of(batch_size, first)), first, last)
+             for first, last in zip(bounds[:-1], bounds[1:])]
+    _compile_group(sweep, stages, template, spans, fresh=host is None)
     if host is not None:
         state = shard_runs(pad_runs(host, padded_size(runs, sweep.mesh)), sweep.mesh)
     else:
@@ -364,9 +369,7 @@ def run_group(sweep: _Sweep, batch_size: int, snapshot: Any = None, snapshot_ste
     sweep.progress.start_group(batch_size, runs, done_steps=start)
     if snapshot is None and start in keep:  # the state before any step of this call
         _keep_snapshot(sweep, batch_size, start, _unpad(to_host(state), runs), expected)
-    bounds = segments(start, num_steps, span_starts(specs, sweep.chunk_steps), keep)
-    for first, last in zip(bounds[:-1], bounds[1:]):
-        stage = int(config.stage_of(batch_size, first))
+    for stage, first, last in spans:
         span = replicate((steps[first:last], slots[first:last]), sweep.mesh)
         state = stages[stage].advance(state, sweep.hparams, sweep.data, *span)
         checkpoint = path is not None and last < num_steps
@@ -381,6 +384,23 @@ def run_group(sweep: _Sweep, batch_size: int, snapshot: Any = None, snapshot_ste
         sweep.progress.advance(last - first, specs[stage].batch_size)
     state = stages[-1].finish(state, sweep.hparams, sweep.data)
     return _unpad(to_host(state), runs)
+
+
+def _compile_group(sweep: _Sweep, stages: Sequence[GroupPrograms], template,
+                   spans: Sequence[tuple[int, int, int]], fresh: bool) -> None:
+    """Compile every program the group will call — its ``init`` (when ``fresh``), each stage's
+    ``advance`` for each span length in ``spans`` [(stage, first, last)], ``finish`` — side by
+    side, before any runs (``compile_ahead``; the state as the abstract ``template``)."""
+    state = abstract_runs(template, sweep.mesh)
+    calls = []
+    if fresh:
+        calls.append((stages[0].init, (sweep.hparams, sweep.seeds, sweep.initial_params(),
+                                       sweep.data)))
+    for stage, length in sorted({(stage, last - first) for stage, first, last in spans}):
+        steps = abstract_replicated((length,), np.int32, sweep.mesh)
+        calls.append((stages[stage].advance, (state, sweep.hparams, sweep.data, steps, steps)))
+    calls.append((stages[-1].finish, (state, sweep.hparams, sweep.data)))
+    compile_ahead(calls)
 
 
 def _keep_snapshot(sweep: _Sweep, batch_size: int, step: int, host, expected: dict) -> None:

@@ -136,7 +136,8 @@ class Trainer(NamedTuple):
     advance(state, hparams, data, steps [S] int32, slots [S] int32) -> RunState
         runs optimizer steps ``steps`` (consecutive), with ``slots[i]`` the evaluation slot of
         ``steps[i]`` or -1. ``steps``/``slots`` must be unbatched when vmapped.
-    finish(state, hparams, data) -> RunState  — evaluates θ_T into the last slot.
+    finish(state, hparams, data) -> RunState  — evaluates θ_T into the last slot (bound to
+        the group's ``Evaluation`` alone: the same function at every batch size).
     """
 
     init: Callable
@@ -180,6 +181,28 @@ class Group:
         """N for the finite-data correction under epoch sampling; None with replacement."""
         return self.spec.num_train if self.spec.sampling == "epoch" else None
 
+    @property
+    def evaluation(self) -> Evaluation:
+        """What an evaluation of this group's runs reads (the same for every batch size)."""
+        spec = self.spec
+        return Evaluation(self.model_apply, self.metrics, spec.num_eval_slots, spec.eval_slice,
+                          spec.stop_metric, spec.stop_value)
+
+
+@dataclass(frozen=True)
+class Evaluation:
+    """The static pieces of a run's evaluation (``record_eval``, ``finish``): the model's
+    outputs and the task's metrics on the fixed sets, the slots, the slice size and the stopping
+    target. Nothing here depends on the batch size, so every group of a sweep ends with one
+    program (``jaxsgd.engine.sharding.group_programs``)."""
+
+    model_apply: Callable[[PyTree, jax.Array], jax.Array]
+    metrics: Callable[[jax.Array, jax.Array], dict[str, jax.Array]]
+    num_eval_slots: int
+    eval_slice: int | None = 1024
+    stop_metric: str | None = None
+    stop_value: float = 0.0
+
 
 def run_keys(seed) -> tuple[jax.Array, jax.Array, jax.Array]:
     """The keys of the run with this seed: (initialisation, minibatch order, probes).
@@ -212,7 +235,7 @@ def make_trainer(
     """The pure per-run functions of one batch-size group (see ``Trainer``)."""
     group = Group(spec, model_init, model_apply, loss, metrics, tuple(probes))
     return Trainer(init=partial(init_run, group), advance=partial(advance, group),
-                   finish=partial(finish, group))
+                   finish=partial(finish, group.evaluation))
 
 
 def optimizer(group: Group, hp: HParams) -> optax.GradientTransformation:
@@ -272,18 +295,17 @@ def minibatch(group: Group, state: RunState, data: TrainData, step):
     return sampler, data.batch(idx)
 
 
-def record_eval(group: Group, state: RunState, data: TrainData, slot) -> RunState:
+def record_eval(ev: Evaluation, state: RunState, data: TrainData, slot) -> RunState:
     """Evaluate θ into evaluation slot ``slot``; with a stopping target, stop a run meeting it."""
-    spec = group.spec
-    values = evaluate(group.model_apply, group.metrics, state.params, data.eval, spec.eval_slice)
+    values = evaluate(ev.model_apply, ev.metrics, state.params, data.eval, ev.eval_slice)
     values["batch_loss"] = state.loss_sum / state.loss_count  # NaN before the first step
     values["batch_loss_max"] = state.monitor.peak  # NaN before the first step
     values["batch_loss_spikes"] = state.monitor.spikes
     evals = {k: buf.at[slot].set(values[k]) for k, buf in state.evals.items()}
     stopped = state.stopped
-    if spec.stop_metric is not None:
-        stopped = stopped | target_reached(metric_values(values, spec.stop_metric),
-                                           spec.stop_value, target_direction(spec.stop_metric))
+    if ev.stop_metric is not None:
+        stopped = stopped | target_reached(metric_values(values, ev.stop_metric),
+                                           ev.stop_value, target_direction(ev.stop_metric))
     monitor = new_interval(state.monitor)  # the first evaluation (θ_0) gives its reference
     monitor = monitor._replace(reference=jnp.where(slot == 0, values["train_loss"],
                                                    monitor.reference))
@@ -388,8 +410,8 @@ def train_step(group: Group, hp: HParams, data: TrainData, state: RunState, step
     spec = group.spec
     sampler, batch = minibatch(group, state, data, step)
     state = state._replace(sampler=sampler)
-    state = jax.lax.cond(slot >= 0, lambda s: record_eval(group, s, data, slot), lambda s: s,
-                         state)
+    state = jax.lax.cond(slot >= 0, lambda s: record_eval(group.evaluation, s, data, slot),
+                         lambda s: s, state)
     gradients = step_gradients(group, state.params, batch)
     loss_value, grads = gradients.loss, gradients.grads
     if group.probes:
@@ -431,7 +453,7 @@ def advance(group: Group, state: RunState, hp: HParams, data: TrainData, steps,
     return state
 
 
-def finish(group: Group, state: RunState, hp: HParams, data: TrainData) -> RunState:
+def finish(ev: Evaluation, state: RunState, hp: HParams, data: TrainData) -> RunState:
     """Evaluate θ_T into the last evaluation slot."""
     del hp
-    return record_eval(group, state, data, group.spec.num_eval_slots - 1)
+    return record_eval(ev, state, data, ev.num_eval_slots - 1)
