@@ -26,11 +26,10 @@ from pathlib import Path
 
 import jax
 import numpy as np
-from jax.sharding import NamedSharding, PartitionSpec as P
 
 from jaxsgd.engine import sharding, sweep
 from reference_grid import Transcript, benchmark_arguments, sweep_config  # 8 CPU devices
-from xla_ceiling import RUNS, bare_step, init, sharded_scan
+from xla_ceiling import RUNS, bare_arguments, bare_step, sharded_scan
 
 
 def jaxsgd_training(batch_size: int, budget: int, mesh):
@@ -61,11 +60,8 @@ def jaxsgd_training(batch_size: int, budget: int, mesh):
 
 def bare_training(batch_size: int, budget: int, mesh, data):
     """The bare step's scan over the same number of steps, one fixed minibatch per run."""
-    params = jax.vmap(init)(jax.random.split(jax.random.key(0), RUNS))
-    pick = np.random.default_rng(batch_size).integers(0, data.num_train, (RUNS, batch_size))
-    args = jax.device_put((params, data.x_train[pick].astype(np.float32),
-                           data.y_train[pick].astype(np.int32)), NamedSharding(mesh, P("runs")))
     program = sharded_scan(bare_step, budget // batch_size, mesh)
+    args = bare_arguments(batch_size, data, mesh)
     return lambda: program(*args)
 
 

@@ -100,6 +100,15 @@ def sharded_scan(step_fn, steps: int, mesh):
                                  out_specs=spec))
 
 
+def bare_arguments(batch_size: int, data, mesh):
+    """The bare step's arguments split over runs on ``mesh``: ``RUNS`` runs' initial parameters
+    and one fixed minibatch per run (x [RUNS, B, 40] float32, y [RUNS, B] int32)."""
+    params = jax.vmap(init)(jax.random.split(jax.random.key(0), RUNS))
+    pick = np.random.default_rng(batch_size).integers(0, data.num_train, (RUNS, batch_size))
+    x, y = data.x_train[pick].astype(np.float32), data.y_train[pick].astype(np.int32)
+    return jax.device_put((params, x, y), NamedSharding(mesh, P("runs")))
+
+
 def main() -> None:
     parser = benchmark_arguments(__doc__, budget=2**17, repeats=3)
     parser.add_argument("--out", type=Path,
@@ -118,7 +127,6 @@ def main() -> None:
         f"{args.repeats} steady calls")
     say(f"{'B':>6} {'matmuls only':>16} {'bare step':>16} {'bare + evals':>16} {'jaxsgd':>16} "
         f"{'jaxsgd/(bare + evals)':>21}")
-    sharding = NamedSharding(mesh, P("runs"))
     x_eval = np.concatenate([data.x_train, data.x_test]).astype(np.float32)
     y_eval = np.concatenate([data.y_train, data.y_test]).astype(np.int32)
     replicated = NamedSharding(mesh, P())
@@ -136,11 +144,7 @@ def main() -> None:
             + f" {rates['jaxsgd'] / rates['bare + evals']:>21.2f}")
     for b in args.batch_sizes:
         steps = args.budget // b
-        params = jax.vmap(init)(jax.random.split(jax.random.key(0), RUNS))
-        rng = np.random.default_rng(b)
-        pick = rng.integers(0, data.num_train, (RUNS, b))
-        x, y = data.x_train[pick].astype(np.float32), data.y_train[pick].astype(np.int32)
-        args_ = jax.device_put((params, x, y), sharding)
+        args_ = bare_arguments(b, data, mesh)
         work = RUNS * steps * b * flops / 1e9
         rates, seconds = {}, {}
         for name, fn in (("matmuls only", matmuls_only), ("bare step", bare_step)):

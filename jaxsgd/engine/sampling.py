@@ -20,9 +20,8 @@ training).
 
 from __future__ import annotations
 
-from typing import NamedTuple
-
 import math
+from typing import NamedTuple
 
 import jax
 import jax.numpy as jnp
@@ -50,9 +49,10 @@ def permutation(key: jax.Array, n: int) -> jax.Array:
 
     JAX shuffles by sorting: each of ceil(3·ln n / ln(2³² − 1)) rounds splits the key, draws
     32 random bits per element and stably sorts the elements by them (equal bits, in about one
-    permutation of 4000 in 500, keep their order). A stable sort by the bits is a plain sort of the 64-bit
-    words bits·2³² + position, whose low halves are the order: one single-operand sort, which
-    XLA:CPU runs ~5x faster than the two-operand ``sort_key_val`` (``stable_order``).
+    permutation of 4000 in 500, keep their order). A stable sort by the bits is a plain sort
+    of the 64-bit words bits·2³² + position, whose low halves are the order: one
+    single-operand sort, which XLA:CPU runs ~5x faster than the two-operand ``sort_key_val``
+    (``stable_order``).
     """
     rounds = math.ceil(3 * math.log(max(1, n)) / math.log(2**32 - 1))
     x = jnp.arange(n, dtype=jnp.int32)

@@ -173,8 +173,9 @@ def compile_ahead(calls: Sequence[tuple[Any, tuple]]) -> None:
     run in threads, one per usable core, beside each other and beside the next lowering. Each
     compiled program lands in the cache its jitted function reads, so the calls then run at
     once with the very executables they would have compiled themselves (the same results).
-    A cold group's four programs took 3.1 s of XLA compilation one after another (measured:
-    ``benchmarks/cold_start.py``), which two cores run side by side.
+    XLA:CPU already spreads one compilation over ~1.7 cores (the reference grid's span program:
+    2.0 s of CPU in 1.2 s), so on 2 cores this saves ~0.4 s of a cold group's ~4 s; the more
+    cores, the more it overlaps.
     """
     with ThreadPoolExecutor(max_workers=max(1, min(len(calls), usable_cores()))) as pool:
         compiled = [pool.submit(program.lower(*args).compile) for program, args in calls]
