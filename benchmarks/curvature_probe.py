@@ -23,7 +23,6 @@ Timings are wall-clock seconds; on a shared machine they are only as good as its
 from __future__ import annotations
 
 import inspect
-from pathlib import Path
 
 import jax
 import numpy as np
@@ -76,12 +75,10 @@ def accuracy(batch_size: int, steps: int, reference_iterations: int, data) -> di
 
 
 def main() -> None:
-    parser = benchmark_arguments(__doc__, budget=2**15, repeats=2)
+    parser = benchmark_arguments(__doc__, budget=2**15, repeats=2, results="curvature_probe.txt")
     parser.add_argument("--accuracy-steps", type=int, default=512,
                         help="optimizer steps per run of the accuracy sweep (0: skip it)")
     parser.add_argument("--reference-iterations", type=int, default=32)
-    parser.add_argument("--out", type=Path,
-                        default=Path(__file__).parent / "results" / "curvature_probe.txt")
     args = parser.parse_args()
     say = Transcript()
     data = mnist1d(num_samples=5000)

@@ -55,6 +55,7 @@ import json
 import os
 import platform
 import time
+from pathlib import Path
 
 import numpy as np
 
@@ -128,13 +129,17 @@ def probe_sweep_costs(batch_size: int, budget: int, repeats: int, data,
     return best
 
 
-def benchmark_arguments(doc: str, budget: int, repeats: int) -> argparse.ArgumentParser:
+def benchmark_arguments(doc: str, budget: int, repeats: int,
+                        results: str | None = None) -> argparse.ArgumentParser:
     """The options the component benchmarks share: --budget (examples per run), --repeats,
-    --batch-sizes; add script-specific ones to the returned parser."""
+    --batch-sizes and, given ``results`` (a file name), --out (default
+    ``benchmarks/results/<results>``); add script-specific ones to the returned parser."""
     parser = argparse.ArgumentParser(description=doc.split("\n\n")[0])
     parser.add_argument("--budget", type=int, default=budget, help="examples per run")
     parser.add_argument("--repeats", type=int, default=repeats)
     parser.add_argument("--batch-sizes", type=int, nargs="+", default=list(BATCH_SIZES))
+    if results is not None:
+        parser.add_argument("--out", type=Path, default=Path(__file__).parent / "results" / results)
     return parser
 
 

@@ -22,7 +22,6 @@ Writes the table to ``benchmarks/results/step_overhead.txt`` (``--out``).
 from __future__ import annotations
 
 import time
-from pathlib import Path
 
 import jax
 import numpy as np
@@ -66,10 +65,8 @@ def bare_training(batch_size: int, budget: int, mesh, data):
 
 
 def main() -> None:
-    parser = benchmark_arguments(__doc__, budget=2**17, repeats=5)
-    parser.add_argument("--out", type=Path,
-                        default=Path(__file__).parent / "results" / "step_overhead.txt")
-    args = parser.parse_args()
+    args = benchmark_arguments(__doc__, budget=2**17, repeats=5,
+                               results="step_overhead.txt").parse_args()
     say = Transcript()
     mesh = sharding.run_mesh()
     say(f"jax {jax.__version__}, {mesh.size} {jax.devices()[0].platform} devices, {RUNS} runs, "

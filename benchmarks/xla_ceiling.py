@@ -29,7 +29,6 @@ Writes the table to ``benchmarks/results/xla_ceiling.txt`` (``--out``).
 from __future__ import annotations
 
 from functools import partial
-from pathlib import Path
 
 import jax
 import jax.numpy as jnp
@@ -110,10 +109,8 @@ def bare_arguments(batch_size: int, data, mesh):
 
 
 def main() -> None:
-    parser = benchmark_arguments(__doc__, budget=2**17, repeats=3)
-    parser.add_argument("--out", type=Path,
-                        default=Path(__file__).parent / "results" / "xla_ceiling.txt")
-    args = parser.parse_args()
+    args = benchmark_arguments(__doc__, budget=2**17, repeats=3,
+                               results="xla_ceiling.txt").parse_args()
     say = Transcript()
     devices = jax.devices()
     mesh = jax.make_mesh((len(devices),), ("runs",),
